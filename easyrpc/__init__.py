@@ -1,0 +1,33 @@
+"""easyrpc: call functions that live in another process or host as if they were local.
+
+A Flask app serves plain functions with :class:`easyrpc.server.EasyRpcServer`; clients
+connect with :class:`easyrpc.proxy.EasyRpcProxy` (blocking) or
+:class:`easyrpc.aio.EasyRpcProxy` (asyncio) and get callables with the real signatures.
+"""
+
+from .exceptions import (
+    AuthenticationError,
+    CallTimeout,
+    ConnectionLost,
+    EasyRpcError,
+    FunctionNotFound,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+    ServerBusy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "CallTimeout",
+    "ConnectionLost",
+    "EasyRpcError",
+    "FunctionNotFound",
+    "ProtocolError",
+    "RemoteError",
+    "SerializationError",
+    "ServerBusy",
+    "__version__",
+]

@@ -1,0 +1,632 @@
+"""The threaded client engine behind both proxies.
+
+One websocket-client connection; one reader thread (``easyrpc-reader``) that reads frames
+and reconnects after a drop; one dispatcher thread (``easyrpc-dispatch``) that resolves
+futures, enforces call deadlines and keeps the connection alive with pings. Callers
+encode and send their own requests (under the send lock), so a call costs no hand-off
+on the way out. ``easyrpc.proxy`` and ``easyrpc.aio`` both drive this engine.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import random
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+import websocket
+
+from . import _protocol as proto
+from ._handshake import FrameCipher, Secret, new_nonce
+from ._signature import FunctionSpec, spec_from_description
+from .exceptions import (
+    AuthenticationError,
+    CallTimeout,
+    ConnectionLost,
+    EasyRpcError,
+    ProtocolError,
+)
+
+__all__ = ["Engine", "CallFuture", "ClientStream", "END"]
+
+log = logging.getLogger("easyrpc.proxy")
+
+END: Any = object()  # resolves a stream's future when the stream has ended
+_STOP: Any = object()
+
+
+class CallFuture(Future[Any]):
+    """A call's future; cancelling it (while pending) cancels the call on the server."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.id = 0
+        self.payload = b""
+        self.sent = False
+        self.deadline: float | None = None
+        self.no_limit = False
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self.engine.forget(self.id, self, send_cancel=self.sent)
+        return True
+
+
+class ClientStream:
+    """The client side of a streaming generator call.
+
+    Items are buffered (at most the credit window, which the server honours) and handed
+    to one consumer at a time through futures, so the blocking and async iterators share
+    this one mechanism.
+    """
+
+    def __init__(self, engine: Engine, window: int, item_timeout: float | None) -> None:
+        self.engine = engine
+        self.window = window
+        self.item_timeout = item_timeout
+        self.id = 0
+        self.payload = b""
+        self.sent = False
+        self.deadline: float | None = None
+        self.no_limit = False
+        self._lock = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._waiter: Future[Any] | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._taken = 0
+
+    # reader side
+    def push(self, value: Any) -> None:
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+            if waiter is None:
+                self._items.append(value)
+                return
+            self._taken += 1
+        self.engine.resolve(waiter, value, None)
+        self._grant()
+
+    def end(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._ended = True
+            self._error = error
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.engine.resolve(waiter, END, error)
+
+    # consumer side
+    def next_future(self) -> Future[Any]:
+        """A future for the next item (``END`` when the stream is over)."""
+        fut: Future[Any] = Future()
+        with self._lock:
+            if self._items:
+                fut.set_result(self._items.popleft())
+                self._taken += 1
+            elif self._ended or self._closed:
+                if self._error is not None:
+                    fut.set_exception(self._error)
+                    self._error = None  # raised once; then the stream is simply over
+                else:
+                    fut.set_result(END)
+                return fut
+            else:
+                if self._waiter is not None:
+                    raise RuntimeError("this stream is already being consumed concurrently")
+                self._waiter = fut
+                return fut
+        self._grant()
+        return fut
+
+    def _grant(self) -> None:
+        with self._lock:
+            if self._taken < max(1, self.window // 2) or self._ended or self._closed:
+                return
+            n, self._taken = self._taken, 0
+        self.engine.send_quiet(proto.encode("credit", i=self.id, n=n))
+
+    def close(self) -> None:
+        """Stop the stream: the server closes its generator and frees its state."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            ended = self._ended
+            self._items.clear()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.engine.resolve(waiter, END, None)
+        if not ended:
+            self.engine.forget(self.id, self, send_cancel=self.sent)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or (self._ended and not self._items)
+
+
+Pending = CallFuture | ClientStream
+
+
+class Engine:
+    """Connection, handshake, request table and threads of one proxy."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        secret: str | bytes,
+        *,
+        namespace: str = "DEFAULT",
+        encryption_enabled: bool = False,
+        timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+        max_in_flight: int = 10_000,
+        stream_window: int = 64,
+    ) -> None:
+        scheme = "wss" if ssl_context is not None else "ws"
+        hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        self.url = f"{scheme}://{hostpart}:{int(port)}{path}"
+        self.namespace = namespace
+        self.encryption_enabled = encryption_enabled
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self.max_in_flight = max_in_flight
+        self.stream_window = stream_window
+        self._secret = Secret(secret)
+        self._lock = threading.Lock()  # the request table and connection state
+        self._room = threading.Condition(self._lock)
+        self._send_lock = threading.Lock()  # one frame at a time, in cipher order
+        self._pending: proto.PendingTable[Pending] = proto.PendingTable()
+        self._deadlines: list[tuple[float, int, Pending]] = []
+        self._ws: websocket.WebSocket | None = None
+        self._cipher: FrameCipher | None = None
+        self._connected = threading.Event()
+        self._closing = threading.Event()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._last_seen = time.monotonic()
+        self._ping_token = 0
+        self.cid = ""
+        self.functions: dict[str, FunctionSpec] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._reader: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and authenticate, then start the threads. Raises on failure."""
+        self._connect_once()
+        self._reader = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="easyrpc-dispatch", daemon=True)
+        self._reader.start()
+        self._dispatcher.start()
+
+    def close(self) -> None:
+        """Close the connection, fail what is pending, join the threads. Idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        with self._lock:
+            ws = self._ws
+            self._connected.clear()
+        if ws is not None:
+            with self._send_lock:
+                try:
+                    ws.send_close()
+                except (websocket.WebSocketException, OSError):
+                    pass
+            _shutdown(ws)
+        self._queue.put(_STOP)
+        current = threading.current_thread()
+        for thread in (self._reader, self._dispatcher):
+            if thread is not None and thread is not current:
+                thread.join(5.0)
+        self._fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
+        self._drain_queue()
+        if ws is not None:
+            ws.shutdown()  # type: ignore[no-untyped-call]
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (on the reader thread) whenever the function list changes."""
+        self._listeners.append(callback)
+
+    # --- connecting --------------------------------------------------------------------
+    def _connect_once(self) -> None:
+        sslopt = {"context": self.ssl_context} if self.ssl_context is not None else None
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True, sslopt=sslopt)
+        try:
+            ws.connect(self.url, timeout=self.connect_timeout)  # type: ignore[no-untyped-call]
+            functions, cipher = self._handshake(ws)
+        except AuthenticationError:
+            _shutdown(ws)
+            ws.shutdown()  # type: ignore[no-untyped-call]
+            raise
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()  # type: ignore[no-untyped-call]
+            raise ConnectionError(f"cannot connect to {self.url}: HTTP {exc.status_code} (is the path right?)") from None
+        except (OSError, websocket.WebSocketException, ProtocolError) as exc:
+            _shutdown(ws)
+            ws.shutdown()  # type: ignore[no-untyped-call]
+            raise ConnectionError(f"cannot connect to {self.url}: {exc}") from None
+        ws.settimeout(None)
+        with self._lock:
+            self._ws = ws
+            self._cipher = cipher
+            self._last_seen = time.monotonic()
+        self._set_functions(functions)
+        self._connected.set()
+        self._flush_unsent()
+
+    def _handshake(self, ws: websocket.WebSocket) -> tuple[list[Any], FrameCipher | None]:
+        hello = proto.parse_server(_recv_text(ws))
+        if not isinstance(hello, proto.Hello):
+            raise ProtocolError("the server did not start the handshake")
+        if hello.version != proto.PROTOCOL_VERSION:
+            raise AuthenticationError(
+                f"protocol version mismatch: server speaks {hello.version}, this proxy {proto.PROTOCOL_VERSION}")
+        if hello.encryption != self.encryption_enabled:
+            theirs = "enabled" if hello.encryption else "disabled"
+            ours = "enabled" if self.encryption_enabled else "disabled"
+            raise AuthenticationError(f"encryption mismatch: the server has encryption {theirs}, this proxy {ours}")
+        client_nonce = new_nonce()
+        token = self._secret.client_token(hello.nonce, client_nonce, self.namespace, self.encryption_enabled)
+        ws.send(proto.encode("auth", token=token))
+        reply = proto.parse_server(_recv_text(ws))
+        if isinstance(reply, proto.Refused):
+            raise AuthenticationError(f"the server refused the connection: {reply.reason}")
+        if not isinstance(reply, proto.Welcome):
+            raise ProtocolError("unexpected reply to authentication")
+        self._secret.check_server_proof(reply.proof, hello.nonce, client_nonce, reply.cid)
+        self.cid = reply.cid
+        cipher = None
+        if self.encryption_enabled:
+            cipher = self._secret.frame_cipher(hello.nonce, client_nonce, is_server=False)
+        return reply.functions, cipher
+
+    def _set_functions(self, descriptions: list[Any]) -> None:
+        specs: dict[str, FunctionSpec] = {}
+        for desc in descriptions:
+            try:
+                spec = spec_from_description(desc)
+            except ValueError as exc:
+                log.warning("ignored a function description from %s: %s", self.url, exc)
+                continue
+            specs[spec.name] = spec
+        self.functions = specs
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:  # a listener's bug must not stop the reader
+                log.exception("function-list listener failed")
+
+    # --- sending -----------------------------------------------------------------------
+    def _send(self, payload: bytes) -> None:
+        """Send one message now; raises ConnectionLost if not connected."""
+        with self._send_lock:
+            ws, cipher = self._ws, self._cipher
+            if ws is None or not self._connected.is_set():
+                raise ConnectionLost("not connected")
+            try:
+                if cipher is not None:
+                    ws.send(cipher.seal(payload), websocket.ABNF.OPCODE_BINARY)
+                else:
+                    ws.send(payload, websocket.ABNF.OPCODE_TEXT)
+            except (websocket.WebSocketException, OSError) as exc:
+                _shutdown(ws)
+                raise ConnectionLost(f"send failed: {exc}") from None
+
+    def send_quiet(self, payload: bytes) -> None:
+        """Send a control message; a lost connection is the reader's to report."""
+        try:
+            self._send(payload)
+        except ConnectionLost:
+            pass
+
+    def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> None:
+        """Register *item* (a CallFuture or ClientStream) and send its call.
+
+        Raises SerializationError (nothing sent) if the arguments are not JSON.
+        """
+        window = item.window if isinstance(item, ClientStream) else 0
+        now = time.monotonic()
+        limit = timeout if timeout is not None else self.timeout
+        with self._lock:
+            if self._closing.is_set():
+                raise ConnectionLost("the proxy is closed")
+            if len(self._pending) >= self.max_in_flight:
+                wait_until = now + (limit if limit is not None else self.connect_timeout)
+                while len(self._pending) >= self.max_in_flight:
+                    remaining = wait_until - time.monotonic()
+                    if remaining <= 0 or self._closing.is_set():
+                        raise CallTimeout(f"{fn}: too many calls in flight (limit {self.max_in_flight})")
+                    self._room.wait(remaining)
+            call_id = self._pending.add(item)
+            item.id = call_id
+        try:
+            item.payload = proto.encode_call(call_id, fn, args, kwargs, window)
+        except BaseException:
+            self.forget(call_id, item, send_cancel=False)
+            raise
+        # A call waits for a connection at most connect_timeout when it has no limit.
+        # A stream's limit applies per item (its iterator enforces it), not here.
+        deadline = now + limit if limit is not None and isinstance(item, CallFuture) else None
+        if not self._connected.is_set() and deadline is None:
+            deadline = now + self.connect_timeout
+            item.no_limit = True
+        if deadline is not None:
+            item.deadline = deadline
+            self._queue.put((deadline, call_id, item))
+        self._send_item(item)
+
+    def _send_item(self, item: Pending) -> None:
+        with self._lock:
+            if item.sent or self._pending.get(item.id) is not item or not self._connected.is_set():
+                return  # sent on reconnect by _flush_unsent
+            item.sent = True
+        try:
+            self._send(item.payload)
+        except ConnectionLost:
+            pass  # the reader fails in-flight calls when it notices the drop
+
+    def _flush_unsent(self) -> None:
+        with self._lock:
+            unsent = [self._pending.get(i) for i in self._pending]
+        for item in unsent:
+            if item is not None and not item.sent:
+                if item.no_limit:
+                    # it waited for the connection; now it may run as long as it needs
+                    item.deadline = None
+                self._send_item(item)
+
+    def forget(self, call_id: int, item: Pending, *, send_cancel: bool) -> None:
+        """Drop *item* from the request table; tell the server to stop if it was sent."""
+        with self._lock:
+            if self._pending.get(call_id) is item:
+                self._pending.pop(call_id)
+                self._room.notify()
+            else:
+                send_cancel = False
+        if send_cancel:
+            self.send_quiet(proto.encode("cancel", i=call_id))
+
+    def expire(self, item: Pending) -> None:
+        """The call ran past its deadline: fail it with CallTimeout, cancel it remotely."""
+        self.forget(item.id, item, send_cancel=item.sent)
+        what = "no connection within the time limit" if not item.sent else "no reply within the time limit"
+        exc = CallTimeout(f"call {item.id}: {what}")
+        if isinstance(item, ClientStream):
+            item.end(exc)
+        elif not item.done():
+            try:
+                item.set_exception(exc)
+            except InvalidStateError:
+                pass
+
+    # --- futures -----------------------------------------------------------------------
+    def resolve(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
+        """Resolve *fut* on the dispatcher thread."""
+        self._queue.put((fut, value, exc))
+
+    # --- reader thread -----------------------------------------------------------------
+    def _read_loop(self) -> None:
+        try:
+            while not self._closing.is_set():
+                ws = self._ws
+                reason = self._read_connection(ws) if ws is not None else "not connected"
+                if self._closing.is_set():
+                    return
+                self._lost(reason)
+                if not self.reconnect or not self._reconnect():
+                    return
+        except Exception:  # top of the reader thread: log it and fail what waits
+            log.exception("easyrpc reader thread failed")
+            self._lost("internal error in the reader thread")
+
+    def _read_connection(self, ws: websocket.WebSocket) -> str:
+        """Read and handle frames until the connection ends; return why it ended."""
+        while True:
+            try:
+                opcode, data = ws.recv_data()
+            except (websocket.WebSocketException, OSError) as exc:
+                return f"connection lost ({type(exc).__name__})"
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return "the server closed the connection"
+            self._last_seen = time.monotonic()
+            try:
+                cipher = self._cipher
+                if cipher is not None:
+                    if opcode != websocket.ABNF.OPCODE_BINARY:
+                        raise ProtocolError("clear-text frame on an encrypted connection")
+                    data = cipher.open(data)
+                msg = proto.parse_server(data)
+            except ProtocolError as exc:
+                log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
+                _shutdown(ws)
+                return f"protocol error: {exc}"
+            if isinstance(msg, proto.Bye):
+                log.info("server %s is going away: %s", self.url, msg.reason)
+                _shutdown(ws)
+                return f"the server is going away: {msg.reason}"
+            self._handle(msg)
+
+    def _handle(self, msg: proto.ServerMessage) -> None:
+        if isinstance(msg, proto.Result):
+            with self._lock:
+                item = self._pending.pop(msg.id)
+                self._room.notify()
+            if isinstance(item, CallFuture):
+                self._queue.put((item, msg.value, None))
+        elif isinstance(msg, proto.Item):
+            with self._lock:
+                item = self._pending.get(msg.id)
+            if isinstance(item, ClientStream):
+                item.push(msg.value)
+        elif isinstance(msg, (proto.Failure, proto.End)):
+            with self._lock:
+                item = self._pending.pop(msg.id)
+                self._room.notify()
+            error = msg.error if isinstance(msg, proto.Failure) else None
+            if isinstance(item, ClientStream):
+                item.end(error)
+            elif isinstance(item, CallFuture) and error is not None:
+                self._queue.put((item, None, error))
+        elif isinstance(msg, proto.Ping):
+            self.send_quiet(proto.encode("pong", t=msg.token))
+        elif isinstance(msg, proto.Pong):
+            pass
+        elif isinstance(msg, proto.Functions):
+            self._set_functions(msg.functions)
+        elif isinstance(msg, proto.Notice):
+            log.warning("server %s: %s", self.url, msg.message)
+        else:
+            log.warning("unexpected %s message from %s", type(msg).__name__, self.url)
+
+    def _lost(self, reason: str) -> None:
+        with self._lock:
+            self._connected.clear()
+            ws, self._ws = self._ws, None
+            self._cipher = None
+        if ws is not None:
+            _shutdown(ws)
+            ws.shutdown()  # type: ignore[no-untyped-call]
+        if not self._closing.is_set():
+            log.warning("connection to %s lost: %s", self.url, reason)
+        self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
+
+    def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
+        with self._lock:
+            items = [self._pending.get(i) for i in self._pending]
+            failed = [it for it in items if it is not None and (it.sent or include_unsent)]
+            for it in failed:
+                self._pending.pop(it.id)
+            self._room.notify_all()
+        for it in failed:
+            if isinstance(it, ClientStream):
+                it.end(exc)
+            else:
+                self._queue.put((it, None, exc))
+
+    def _reconnect(self) -> bool:
+        delay = 0.05
+        while not self._closing.is_set():
+            # full jitter: spread a crowd of proxies reconnecting to one server
+            if self._closing.wait(random.uniform(delay / 2, delay)):
+                return False
+            try:
+                self._connect_once()
+            except AuthenticationError as exc:
+                log.error("reconnecting to %s: %s", self.url, exc)
+            except ConnectionError as exc:
+                log.info("reconnecting to %s failed: %s", self.url, exc)
+            else:
+                log.info("reconnected to %s", self.url)
+                return True
+            delay = min(delay * 2, self.max_backoff)
+        return False
+
+    # --- dispatcher thread -------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        heap: list[tuple[float, int, Pending]] = []
+        tick = max(0.05, min(self.ping_interval, self.ping_timeout) / 4)
+        ping_sent_at: float | None = None
+        while True:
+            now = time.monotonic()
+            wait = tick if not heap else max(0.0, min(tick, heap[0][0] - now))
+            try:
+                entry = self._queue.get(timeout=wait)
+            except queue.Empty:
+                entry = None
+            if entry is _STOP:
+                return
+            if entry is not None:
+                if isinstance(entry[0], float):
+                    heapq.heappush(heap, entry)
+                else:
+                    self._settle(*entry)
+                    continue  # drain resolutions first; deadlines are checked on idle ticks
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                _, call_id, item = heapq.heappop(heap)
+                with self._lock:
+                    live = self._pending.get(call_id) is item and item.deadline is not None
+                if live:
+                    self.expire(item)
+            # keepalive: ping when quiet, drop the socket when the server stays silent
+            if self._connected.is_set():
+                silent = now - self._last_seen
+                if silent >= self.ping_interval + self.ping_timeout:
+                    log.warning("no reply from %s for %.1f s; reconnecting", self.url, silent)
+                    ws = self._ws
+                    if ws is not None:
+                        _shutdown(ws)
+                elif silent >= self.ping_interval and (ping_sent_at is None or ping_sent_at < self._last_seen):
+                    self._ping_token += 1
+                    ping_sent_at = now
+                    self.send_quiet(proto.encode("ping", t=self._ping_token))
+
+    @staticmethod
+    def _settle(fut: Future[Any], value: Any, exc: BaseException | None) -> None:
+        try:
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        except InvalidStateError:
+            pass  # cancelled or timed out meanwhile
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if entry is not _STOP and not isinstance(entry[0], float):
+                self._settle(*entry)
+
+
+def _recv_text(ws: websocket.WebSocket) -> bytes:
+    opcode, data = ws.recv_data()
+    if opcode == websocket.ABNF.OPCODE_CLOSE:
+        raise ProtocolError("the server closed the connection during the handshake")
+    if opcode != websocket.ABNF.OPCODE_TEXT:
+        raise ProtocolError("expected a text frame during the handshake")
+    return bytes(data)
+
+
+def _shutdown(ws: websocket.WebSocket) -> None:
+    """Unblock a reader stuck in recv (close() alone does not)."""
+    sock = ws.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -1,0 +1,234 @@
+"""JSON codec: the stdlib's C codec for normal data, an iterative one for any depth.
+
+The C encoder and decoder recurse, so they raise ``RecursionError`` near depth 1,000.
+§5 promises no nesting limit, so on ``RecursionError`` both directions fall back to the
+iterative implementations below, which use an explicit stack. Sans-I/O: no sockets,
+no threads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
+from typing import Any
+
+from .exceptions import SerializationError
+
+__all__ = ["dumps", "loads"]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ascii_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_decoder = json.JSONDecoder()
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode *obj* as compact UTF-8 JSON; raise :class:`SerializationError` if JSON can't carry it."""
+    try:
+        text = _encoder.encode(obj)
+    except RecursionError:
+        text = _encode_deep(obj)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot encode as JSON: {exc}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates are not UTF-8: escape them (\\udXXX), as JSON allows.
+        try:
+            return _ascii_encoder.encode(obj).encode("ascii")
+        except RecursionError:
+            return _encode_deep(obj).encode("utf-8", "backslashreplace")
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode JSON text (bytes must be UTF-8); raise ``ValueError`` on malformed input."""
+    if not isinstance(data, str):
+        data = bytes(data).decode("utf-8")  # UnicodeDecodeError is a ValueError
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        return _decode_deep(data)
+
+
+def _float_text(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SerializationError(f"cannot encode as JSON: out of range float value {value!r}")
+    return float.__repr__(value)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return _float_text(key)
+    raise SerializationError(f"cannot encode as JSON: keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return str(encode_basestring(value))
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float_text(value)
+    raise SerializationError(f"cannot encode as JSON: Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_deep(obj: Any) -> str:
+    """Iterative encoder with the stdlib's output and circular-reference check."""
+    out: list[str] = []
+    # Each frame: (iterator over items, is_dict, container id); "first" tracked by out position.
+    stack: list[tuple[Any, bool, int]] = []
+    on_stack: set[int] = set()
+    pending: list[Any] = [obj]
+    while True:
+        if pending:
+            value = pending.pop()
+            if isinstance(value, (list, tuple, dict)):
+                ident = id(value)
+                if ident in on_stack:
+                    raise SerializationError("cannot encode as JSON: Circular reference detected")
+                on_stack.add(ident)
+                if isinstance(value, dict):
+                    out.append("{")
+                    stack.append((iter(value.items()), True, ident))
+                else:
+                    out.append("[")
+                    stack.append((iter(value), False, ident))
+                first = True
+            else:
+                out.append(_scalar_text(value))
+                first = False
+        else:
+            first = False
+        if not stack:
+            return "".join(out)
+        # advance the innermost container
+        while stack:
+            items, is_dict, ident = stack[-1]
+            try:
+                item = next(items)
+            except StopIteration:
+                stack.pop()
+                on_stack.discard(ident)
+                out.append("}" if is_dict else "]")
+                first = False
+                continue
+            if not first:
+                out.append(",")
+            if is_dict:
+                key, item = item
+                out.append(str(encode_basestring(_key_text(key))))
+                out.append(":")
+            pending.append(item)
+            break
+        else:
+            return "".join(out)
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def _decode_deep(text: str) -> Any:
+    """Iterative JSON decoder accepting what ``json.loads`` accepts, at any depth."""
+    stack: list[Any] = []  # containers under construction
+    keys: list[Any] = []  # pending key for dict frames (None for lists)
+    pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    n = len(text)
+    result: Any = None
+    have_result = False
+    while True:
+        if pos >= n:
+            raise ValueError("unexpected end of JSON text")
+        ch = text[pos]
+        value: Any
+        if ch == "{":
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+            if text.startswith("}", pos):
+                pos += 1
+                value = {}
+            else:
+                if not text.startswith('"', pos):
+                    raise ValueError(f"expected a key at {pos}")
+                key, pos = scanstring(text, pos + 1)
+                pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+                if not text.startswith(":", pos):
+                    raise ValueError(f"expected ':' at {pos}")
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                stack.append({})
+                keys.append(key)
+                continue
+        elif ch == "[":
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+            if text.startswith("]", pos):
+                pos += 1
+                value = []
+            else:
+                stack.append([])
+                keys.append(None)
+                continue
+        elif ch == '"':
+            value, pos = scanstring(text, pos + 1)
+        elif text.startswith("null", pos):
+            value, pos = None, pos + 4
+        elif text.startswith("true", pos):
+            value, pos = True, pos + 4
+        elif text.startswith("false", pos):
+            value, pos = False, pos + 5
+        else:
+            m = _NUMBER.match(text, pos)
+            if m is None:
+                raise ValueError(f"unexpected character at {pos}")
+            integer, frac, exp = m.groups()
+            value = float(integer + (frac or "") + (exp or "")) if frac or exp else int(integer)
+            pos = m.end()
+        # attach value to its parent, then close as many containers as end here
+        while True:
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if not stack:
+                result, have_result = value, True
+                break
+            parent = stack[-1]
+            if isinstance(parent, dict):
+                parent[keys[-1]] = value
+            else:
+                parent.append(value)
+            closer = "}" if isinstance(parent, dict) else "]"
+            if text.startswith(",", pos):
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                if isinstance(parent, dict):
+                    if not text.startswith('"', pos):
+                        raise ValueError(f"expected a key at {pos}")
+                    key, pos = scanstring(text, pos + 1)
+                    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+                    if not text.startswith(":", pos):
+                        raise ValueError(f"expected ':' at {pos}")
+                    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                    keys[-1] = key
+                break
+            if text.startswith(closer, pos):
+                pos += 1
+                value = stack.pop()
+                keys.pop()
+                continue
+            raise ValueError(f"expected ',' or {closer!r} at {pos}")
+        if have_result:
+            if pos != n:
+                raise ValueError(f"extra data at {pos}")
+            return result

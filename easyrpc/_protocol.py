@@ -1,0 +1,333 @@
+"""The sans-I/O protocol core shared by the server, the blocking proxy and easyrpc.aio.
+
+Every frame is one JSON object, the *envelope*: ``k`` names the message kind, ``i`` the
+request id, and a payload (a function's arguments, result or stream item) lives under
+its own key (``a``/``kw``/``v``) and is never inspected. So a function returning
+``{'error': 'x'}``, or any string that looks like a marker, is just data.
+
+Parsing validates every field and raises :class:`ProtocolError` (``RemoteProtocolError``
+in h11's terms: the peer's fault). This module imports no socket, thread, Flask,
+websocket or asyncio code.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, Union
+
+from . import _codec
+from .exceptions import ProtocolError, RemoteError, make_remote_error
+
+__all__ = [
+    "PROTOCOL_VERSION", "MAX_ID", "PendingTable", "encode", "parse_client", "parse_server",
+    "error_to_wire", "error_from_wire",
+]
+
+PROTOCOL_VERSION = 1
+MAX_ID = 2**53  # ids stay exact in any JSON implementation
+MAX_FN_NAME = 200
+MAX_REASON = 1000
+
+T = TypeVar("T")
+
+
+# --- messages a client sends -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    id: int
+    fn: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    window: int  # stream credit granted up front (0 for plain calls)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    id: int
+    n: int
+
+
+# --- messages either side sends ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Ping:
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    token: int
+
+
+# --- messages a server sends -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    nonce: str
+    encryption: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    cid: str
+    proof: str
+    functions: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+    code: str  # "auth", "version", "encryption", "closing", "protocol"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    id: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    id: int
+    error: RemoteError
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Functions:
+    functions: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """The server could not process a message that had no usable id."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    reason: str
+
+
+ClientMessage = Union[Auth, Call, Cancel, Credit, Ping, Pong]
+ServerMessage = Union[Hello, Welcome, Refused, Result, Failure, Item, End, Functions, Notice, Bye, Ping, Pong]
+
+
+# --- encoding ----------------------------------------------------------------------------
+def encode(kind: str, **fields: Any) -> bytes:
+    """Encode one envelope. Raises :class:`~easyrpc.SerializationError` for payloads JSON can't carry."""
+    fields["k"] = kind
+    return _codec.dumps(fields)
+
+
+def encode_call(call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0) -> bytes:
+    msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
+    if window:
+        msg["w"] = window
+    return _codec.dumps(msg)
+
+
+def encode_result(call_id: int, value: Any) -> bytes:
+    return _codec.dumps({"k": "ok", "i": call_id, "v": value})
+
+
+def encode_item(call_id: int, value: Any) -> bytes:
+    return _codec.dumps({"k": "item", "i": call_id, "v": value})
+
+
+def encode_failure(call_id: int, error: dict[str, str]) -> bytes:
+    return _codec.dumps({"k": "err", "i": call_id, "e": error})
+
+
+# --- errors ------------------------------------------------------------------------------
+def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, str]:
+    """Describe an exception raised by a served function."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__)) if include_traceback else ""
+    try:
+        message = str(exc)
+    except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the error
+        message = f"<str() failed: {type(str_exc).__name__}>"
+    return {"type": name, "message": message, "traceback": tb}
+
+
+def error_wire(remote_type: str, message: str) -> dict[str, str]:
+    """An error raised by easyrpc itself on the server (no traceback)."""
+    return {"type": remote_type, "message": message, "traceback": ""}
+
+
+def error_from_wire(obj: Any) -> RemoteError:
+    """Build the :class:`RemoteError` a peer described; malformed descriptions are a ProtocolError."""
+    if not isinstance(obj, dict):
+        raise ProtocolError("error description must be an object")
+    rtype, message, tb = obj.get("type"), obj.get("message", ""), obj.get("traceback", "")
+    if not isinstance(rtype, str) or not isinstance(message, str) or not isinstance(tb, str):
+        raise ProtocolError("error description has wrong field types")
+    return make_remote_error(rtype[:MAX_FN_NAME], message, tb)
+
+
+# --- parsing -----------------------------------------------------------------------------
+def load(data: bytes | str) -> dict[str, Any]:
+    try:
+        obj = _codec.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed JSON: {str(exc)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("a message must be a JSON object")
+    return obj
+
+
+def _int(obj: dict[str, Any], key: str, low: int = 0, high: int = MAX_ID) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not low <= value < high:
+        raise ProtocolError(f"field {key!r} must be an integer in [{low}, {high})")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, limit: int = MAX_REASON) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"field {key!r} must be a string of at most {limit} characters")
+    return value
+
+
+def request_id(obj: Any) -> int | None:
+    """The valid request id of a (possibly malformed) message, if it has one."""
+    if isinstance(obj, dict):
+        value = obj.get("i")
+        if type(value) is int and 0 <= value < MAX_ID:
+            return value
+    return None
+
+
+def parse_client(data: bytes | str) -> ClientMessage:
+    """Parse a message sent by a client; :class:`ProtocolError` if it is malformed."""
+    return parse_client_obj(load(data))
+
+
+def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
+    kind = obj.get("k")
+    if kind == "call":
+        args = obj.get("a", [])
+        kwargs = obj.get("kw", {})
+        if not isinstance(args, list):
+            raise ProtocolError("field 'a' must be a list")
+        if not isinstance(kwargs, dict):
+            raise ProtocolError("field 'kw' must be an object")
+        window = obj.get("w", 0)
+        if type(window) is not int or not 0 <= window <= 1_000_000:
+            raise ProtocolError("field 'w' must be a small non-negative integer")
+        return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window)
+    if kind == "cancel":
+        return Cancel(_int(obj, "i"))
+    if kind == "credit":
+        return Credit(_int(obj, "i"), _int(obj, "n", 1, 1_000_001))
+    if kind == "ping":
+        return Ping(_int(obj, "t"))
+    if kind == "pong":
+        return Pong(_int(obj, "t"))
+    if kind == "auth":
+        return Auth(_str(obj, "token", 4096))
+    raise ProtocolError(f"unknown message kind {str(kind)[:50]!r}")
+
+
+def parse_server(data: bytes | str) -> ServerMessage:
+    """Parse a message sent by a server; :class:`ProtocolError` if it is malformed."""
+    obj = load(data)
+    kind = obj.get("k")
+    if kind == "ok":
+        if "v" not in obj:
+            raise ProtocolError("result without a value")
+        return Result(_int(obj, "i"), obj["v"])
+    if kind == "item":
+        if "v" not in obj:
+            raise ProtocolError("item without a value")
+        return Item(_int(obj, "i"), obj["v"])
+    if kind == "err":
+        return Failure(_int(obj, "i"), error_from_wire(obj.get("e")))
+    if kind == "end":
+        return End(_int(obj, "i"))
+    if kind == "ping":
+        return Ping(_int(obj, "t"))
+    if kind == "pong":
+        return Pong(_int(obj, "t"))
+    if kind == "funcs":
+        funcs = obj.get("fs")
+        if not isinstance(funcs, list):
+            raise ProtocolError("field 'fs' must be a list")
+        return Functions(funcs)
+    if kind == "hello":
+        enc = obj.get("enc")
+        if not isinstance(enc, bool):
+            raise ProtocolError("field 'enc' must be a boolean")
+        return Hello(_int(obj, "v", 0, 1 << 31), _str(obj, "nonce", 200), enc)
+    if kind == "welcome":
+        funcs = obj.get("fs")
+        if not isinstance(funcs, list):
+            raise ProtocolError("field 'fs' must be a list")
+        return Welcome(_str(obj, "cid", 200), _str(obj, "proof", 4096), funcs)
+    if kind == "refused":
+        return Refused(_str(obj, "reason"), _str(obj, "code", 50))
+    if kind == "notice":
+        return Notice(_str(obj, "msg"))
+    if kind == "bye":
+        return Bye(_str(obj, "reason"))
+    raise ProtocolError(f"unknown message kind {str(kind)[:50]!r}")
+
+
+# --- the pending-call table --------------------------------------------------------------
+class PendingTable(Generic[T]):
+    """Request ids and what waits for their replies. Not locked: its owner holds the lock."""
+
+    __slots__ = ("_items", "_next_id")
+
+    def __init__(self) -> None:
+        self._items: dict[int, T] = {}
+        self._next_id = 1
+
+    def add(self, item: T) -> int:
+        call_id = self._next_id
+        self._next_id = call_id + 1 if call_id + 1 < MAX_ID else 1
+        self._items[call_id] = item
+        return call_id
+
+    def get(self, call_id: int) -> T | None:
+        return self._items.get(call_id)
+
+    def pop(self, call_id: int) -> T | None:
+        return self._items.pop(call_id, None)
+
+    def drain(self) -> list[T]:
+        """Remove and return everything pending (the connection dropped)."""
+        items = list(self._items.values())
+        self._items.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._items))

@@ -1,0 +1,124 @@
+"""What the blocking and async proxies share: the live function table and its access.
+
+Each remote function becomes a real Python function, built by makefun from a validated
+:class:`~easyrpc._signature.FunctionSpec` (names checked as identifiers, no wire text
+ever compiled or evaluated), so arguments bind exactly as for a local call and
+``help()`` shows the origin's signature.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from makefun import create_function
+
+from ._client import Engine
+from ._signature import FunctionSpec
+
+__all__ = ["ProxyBase", "FunctionMap", "make_function"]
+
+MODULE = "easyrpc.remote"
+
+
+def make_function(spec: FunctionSpec, impl: Callable[..., Any], **attrs: Any) -> Callable[..., Any]:
+    """A function with *spec*'s name, doc and signature that calls *impl*.
+
+    makefun compiles only the call signature (validated identifiers, defaults replaced by
+    one private sentinel); the displayed signature, with the server's text for defaults
+    and annotations, is attached as ``__signature__``.
+    """
+    fn: Callable[..., Any] = create_function(
+        spec.call_signature, impl, func_name=spec.name, qualname=spec.name,
+        doc=spec.doc, module_name=MODULE, add_source=False, add_impl=False)
+    fn.__signature__ = spec.signature  # type: ignore[attr-defined]
+    fn.__annotations__ = dict(spec.annotations)
+    for key, value in attrs.items():
+        setattr(fn, key, value)
+    return fn
+
+
+class FunctionMap(Mapping[str, Callable[..., Any]]):
+    """A live, read-only view of a proxy's remote functions by name."""
+
+    def __init__(self, proxy: ProxyBase) -> None:
+        self._proxy = proxy
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self._proxy._function(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._proxy._engine.functions))
+
+    def __len__(self) -> int:
+        return len(self._proxy._engine.functions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._proxy._engine.functions
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class ProxyBase:
+    """Function access shared by :class:`easyrpc.proxy.EasyRpcProxy` and ``easyrpc.aio``'s."""
+
+    _engine: Engine
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._built: dict[str, tuple[FunctionSpec, Callable[..., Any]]] = {}
+        self._built_lock = threading.Lock()
+
+    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _function(self, name: str) -> Callable[..., Any]:
+        spec = self._engine.functions.get(name)
+        if spec is None:
+            raise KeyError(name)
+        with self._built_lock:
+            cached = self._built.get(name)
+            if cached is not None and cached[0] is spec:
+                return cached[1]
+        fn = self._build(spec, None)
+        with self._built_lock:
+            self._built[name] = (spec, fn)
+        return fn
+
+    @property
+    def proxy_funcs(self) -> FunctionMap:
+        """The remote functions by name (a live mapping: it follows the server's list)."""
+        return FunctionMap(self)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._function(name)
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no remote function {name!r}") from None
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self._function(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._engine.functions
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._engine.functions))
+
+    @property
+    def connected(self) -> bool:
+        """True while the WebSocket is up (False while reconnecting or after close)."""
+        return self._engine.connected
+
+    @property
+    def connection_id(self) -> str:
+        """The id the server assigned to the current connection."""
+        return self._engine.cid
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine.closed else ("connected" if self._engine.connected else "reconnecting")
+        return f"<{type(self).__name__} {self._engine.url} namespace={self._engine.namespace!r} {state}>"

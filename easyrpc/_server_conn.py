@@ -1,0 +1,545 @@
+"""One server-side connection: handshake, the read loop, call dispatch and streams.
+
+The Flask-Sock handler thread runs :meth:`ServerConnection.run`: it authenticates the
+peer, then reads messages and hands calls to the server's bounded worker pool (plain and
+generator functions) or its event loop thread (``async def`` functions), so a slow call
+never blocks the rest. Replies are written whole, under one send lock per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from simple_websocket import ConnectionClosed
+
+from . import _protocol as proto
+from ._frames import OP_BINARY, OP_TEXT, frame_header
+from ._handshake import FrameCipher, new_nonce
+from .exceptions import AuthenticationError, ProtocolError, SerializationError
+
+if TYPE_CHECKING:
+    from .server import EasyRpcServer
+
+__all__ = ["ServerConnection"]
+
+_SMALL_FRAME = 1 << 16
+_RECEIVE_BYTES = 1 << 18
+
+
+class _Stop(Exception):
+    """Internal: the connection must end."""
+
+
+class _Call:
+    """A plain or async call in flight."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: Future[Any] | None = None
+
+    def cancel(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+
+class _Stream:
+    """A generator streaming items under credit-based flow control.
+
+    The consumer grants credit (``window`` up front, then ``credit`` messages as it
+    consumes), so at most that many items are ever produced ahead of it. The pump runs
+    only while it has credit: an idle stream holds no worker thread.
+    """
+
+    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int) -> None:
+        self.conn = conn
+        self.id = call_id
+        self.gen = gen
+        self.is_async = is_async
+        self.credit = credit
+        self.lock = threading.Lock()
+        self.running = False
+        self.finished = False
+        self.cancelled = False
+        self.future: Future[Any] | None = None
+
+    def start(self) -> None:
+        with self.lock:
+            self.running = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        server = self.conn.server
+        if self.is_async:
+            self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), server.event_loop())
+        else:
+            self.future = server.executor().submit(self._pump_sync)
+
+    def add_credit(self, n: int) -> None:
+        with self.lock:
+            self.credit = min(self.credit + n, self.conn.server.stream_window_max)
+            if self.running or self.finished:
+                return
+            self.running = True
+        self._schedule()
+
+    def cancel(self) -> None:
+        with self.lock:
+            if self.finished or self.cancelled:
+                return
+            self.cancelled = True
+            running = self.running
+            self.running = True
+        if running:
+            if self.is_async and self.future is not None:
+                self.future.cancel()  # interrupts the pending __anext__
+            return  # the sync pump sees the flag after its current item
+        self._schedule()  # an idle pump: run once to close the generator
+
+    def _take(self) -> bool:
+        with self.lock:
+            if self.cancelled:
+                return False
+            if self.credit <= 0:
+                self.running = False
+                return False
+            self.credit -= 1
+            return True
+
+    def _finish(self, payload: bytes | None) -> None:
+        with self.lock:
+            self.finished = True
+            self.running = False
+        self.conn.finish(self.id, self, payload)
+
+    def _pump_sync(self) -> None:
+        try:
+            while self._take():
+                try:
+                    item = next(self.gen)
+                except StopIteration:
+                    self._finish(proto.encode("end", i=self.id))
+                    return
+                except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+                    self._finish(self.conn.failure(self.id, exc))
+                    return
+                self.conn.send(self._item(item))
+            if self.cancelled:
+                self.gen.close()
+                self._finish(None)
+        except _ItemError as exc:
+            self.gen.close()
+            self._finish(exc.payload)
+        except Exception:  # top of a worker task: log, never lose the stream silently
+            self.conn.log.exception("stream %s failed", self.id)
+            self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
+
+    async def _pump_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._take():
+                try:
+                    item = await self.gen.__anext__()
+                except StopAsyncIteration:
+                    self._finish(proto.encode("end", i=self.id))
+                    return
+                except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+                    self._finish(self.conn.failure(self.id, exc))
+                    return
+                await loop.run_in_executor(self.conn.server.executor(), self.conn.send, self._item(item))
+            if self.cancelled:
+                await self.gen.aclose()
+                self._finish(None)
+        except asyncio.CancelledError:
+            await self.gen.aclose()
+            self._finish(None)
+        except _ItemError as exc:
+            await self.gen.aclose()
+            self._finish(exc.payload)
+        except Exception:  # top of a loop task: log, never lose the stream silently
+            self.conn.log.exception("stream %s failed", self.id)
+            self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
+
+    def _item(self, item: Any) -> bytes:
+        try:
+            return proto.encode_item(self.id, item)
+        except SerializationError as exc:
+            raise _ItemError(proto.encode_failure(
+                self.id, proto.error_wire("SerializationError", f"a stream item cannot be sent: {exc}"))) from None
+
+
+class _ItemError(Exception):
+    def __init__(self, payload: bytes) -> None:
+        super().__init__("item cannot be encoded")
+        self.payload = payload
+
+
+class ServerConnection:
+    """The server's side of one WebSocket connection."""
+
+    def __init__(self, server: EasyRpcServer, ws: Any) -> None:
+        self.server = server
+        self.ws = ws
+        self.sock: socket.socket = ws.sock
+        environ = getattr(ws, "environ", {}) or {}
+        self.peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+        self.log: logging.Logger = server.log
+        self.namespace = ""
+        self.cid = ""
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._tasks: dict[int, _Call | _Stream] = {}
+        self._cipher: FrameCipher | None = None
+        self._closed = False
+        self._ping_token = 0
+        self._ping_pending = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve this connection until it closes (runs on the Flask-Sock handler thread)."""
+        try:
+            if not self._handshake():
+                return
+            if not self.server.add_connection(self):
+                self.close(1001, "server shutting down")
+                return
+            self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
+            try:
+                self._read_loop()
+            finally:
+                self.server.remove_connection(self)
+                self._abandon_all()
+                self.log.info("connection %s closed", self.cid)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close(1000, "")
+            self._teardown()
+
+    def _teardown(self) -> None:
+        thread = getattr(self.ws, "thread", None)
+        if thread is None:
+            return
+        thread.join(1.0)
+        if thread.is_alive():  # the peer never answered our close frame
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            thread.join(1.0)
+
+    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
+        """Close the connection (idempotent); *bye* tells the proxy why, first."""
+        if bye is not None:
+            self.send(proto.encode("bye", reason=bye))
+        with self._send_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.ws.close(code, reason)
+            except (ConnectionClosed, OSError):
+                pass
+        self.ws.event.set()  # wake the read loop now, not at its next tick
+
+    def _kill(self) -> None:
+        """Drop the socket at once (keepalive expiry, broken encryption)."""
+        with self._send_lock:
+            self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ws.event.set()
+
+    # --- sending -----------------------------------------------------------------------
+    def send(self, payload: bytes) -> bool:
+        """Write one message whole; False if the connection is closed."""
+        with self._send_lock:
+            if self._closed:
+                return False
+            if self._cipher is not None:
+                data = self._cipher.seal(payload)
+                opcode = OP_BINARY
+            else:
+                data = payload
+                opcode = OP_TEXT
+            header = frame_header(opcode, len(data))
+            try:
+                if len(data) < _SMALL_FRAME:
+                    self.sock.sendall(header + data)
+                else:
+                    self.sock.sendall(header)
+                    self.sock.sendall(data)
+            except OSError as exc:
+                self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
+                self._closed = True
+                self.ws.event.set()
+                return False
+            return True
+
+    def failure(self, call_id: int, exc: BaseException) -> bytes:
+        return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
+
+    def push_functions(self) -> None:
+        self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace)))
+
+    # --- handshake ---------------------------------------------------------------------
+    def _handshake(self) -> bool:
+        server = self.server
+        self.ws.max_message_size = server.preauth_max_message
+        deadline = time.monotonic() + server.auth_timeout
+        nonce = new_nonce()
+        if not self.send(proto.encode("hello", v=proto.PROTOCOL_VERSION, nonce=nonce, enc=server.encryption_enabled)):
+            return False
+        data = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+        if data is None:
+            self.log.warning("peer %s did not authenticate within %.1f s; closed", self.peer, server.auth_timeout)
+            self.close(1008, "authentication timeout")
+            return False
+        try:
+            msg = proto.parse_client(data)
+            if not isinstance(msg, proto.Auth):
+                raise ProtocolError("expected an auth message")
+        except ProtocolError as exc:
+            return self._refuse("protocol", f"handshake failed: {exc}")
+        try:
+            claims = server.secret.check_client_token(msg.token, nonce)
+        except AuthenticationError as exc:
+            return self._refuse("auth", str(exc))
+        if claims.get("v") != proto.PROTOCOL_VERSION:
+            return self._refuse(
+                "version", f"protocol version {claims.get('v')!r} is not supported; server speaks {proto.PROTOCOL_VERSION}")
+        if claims["enc"] != server.encryption_enabled:
+            state = "enabled" if server.encryption_enabled else "disabled"
+            return self._refuse("encryption", f"encryption mismatch: the server has encryption {state}")
+        self.namespace = claims["ns"]
+        self.cid = uuid.uuid4().hex
+        proof = server.secret.server_proof(nonce, claims["cn"], self.cid)
+        welcome = proto.encode("welcome", cid=self.cid, proof=proof, fs=server.get_registered_functions(self.namespace))
+        if server.encryption_enabled:
+            # The welcome goes out in clear; every later frame is sealed.
+            cipher = server.secret.frame_cipher(nonce, claims["cn"], is_server=True)
+            if not self.send(welcome):
+                return False
+            self._cipher = cipher
+        elif not self.send(welcome):
+            return False
+        self.ws.max_message_size = server.max_message_size
+        self.ws.receive_bytes = _RECEIVE_BYTES
+        return True
+
+    def _refuse(self, code: str, reason: str) -> bool:
+        self.log.warning("refused peer %s: %s", self.peer, reason)
+        self.send(proto.encode("refused", code=code, reason=reason))
+        self.close(1008, "refused")
+        return False
+
+    # --- reading -----------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        server = self.server
+        tick = max(0.05, min(server.ping_interval, server.ping_timeout) / 2)
+        last_seen = time.monotonic()
+        while not self._closed:
+            data = self.ws.receive(timeout=tick)
+            now = time.monotonic()
+            if data is None:
+                if not self.ws.connected:
+                    return
+                silent = now - last_seen
+                if silent >= server.ping_interval + server.ping_timeout:
+                    self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
+                    self._kill()
+                    return
+                if silent >= server.ping_interval and not self._ping_pending:
+                    self._ping_pending = True
+                    self._ping_token += 1
+                    self.send(proto.encode("ping", t=self._ping_token))
+                continue
+            last_seen = now
+            self._ping_pending = False
+            try:
+                self._on_frame(data)
+            except _Stop:
+                return
+
+    def _on_frame(self, data: bytes | str) -> None:
+        if self._cipher is not None:
+            if not isinstance(data, bytes):
+                self.log.warning("connection %s: clear-text frame on an encrypted connection; closed", self.cid)
+                self.close(1008, "encryption required")
+                raise _Stop
+            try:
+                data = self._cipher.open(data)
+            except ProtocolError as exc:
+                self.log.warning("connection %s: %s; closed", self.cid, exc)
+                self.close(1008, "bad frame")
+                raise _Stop from None
+        elif isinstance(data, bytes):
+            self._notice("binary frames are not accepted on this connection")
+            return
+        obj: Any = None
+        try:
+            obj = proto.load(data)
+            msg = proto.parse_client_obj(obj)
+        except ProtocolError as exc:
+            rid = proto.request_id(obj)
+            with self._lock:
+                known = rid is not None and rid in self._tasks
+            if rid is not None and not known and isinstance(obj, dict) and obj.get("k") == "call":
+                self.send(proto.encode_failure(rid, proto.error_wire("ProtocolError", f"invalid request: {exc}")))
+            else:
+                self._notice(f"invalid message: {exc}")
+            return
+        if isinstance(msg, proto.Call):
+            self._start_call(msg)
+        elif isinstance(msg, proto.Cancel):
+            self._cancel(msg.id)
+        elif isinstance(msg, proto.Credit):
+            with self._lock:
+                task = self._tasks.get(msg.id)
+            if isinstance(task, _Stream):
+                task.add_credit(msg.n)
+        elif isinstance(msg, proto.Ping):
+            self.send(proto.encode("pong", t=msg.token))
+        elif isinstance(msg, proto.Pong):
+            pass
+        else:
+            self._notice("already authenticated")
+
+    def _notice(self, message: str) -> None:
+        self.log.warning("connection %s: %s", self.cid, message)
+        self.send(proto.encode("notice", msg=message))
+
+    # --- calls -------------------------------------------------------------------------
+    def _start_call(self, msg: proto.Call) -> None:
+        server = self.server
+        reg = server.functions_for(self.namespace).get(msg.fn)
+        task: _Call | _Stream
+        with self._lock:
+            if msg.id in self._tasks:
+                duplicate = True
+            else:
+                duplicate = False
+                busy = len(self._tasks) >= server.max_in_flight
+                if reg is not None and not busy:
+                    task = _Call() if reg.kind in ("sync", "async", "builtin") else _Stream(
+                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max))
+                    self._tasks[msg.id] = task
+        if duplicate:
+            self._notice(f"request id {msg.id} is already in flight; call ignored")
+            return
+        if busy:
+            self.send(proto.encode_failure(msg.id, proto.error_wire(
+                "ServerBusy", f"too many calls in flight on this connection (limit {server.max_in_flight})")))
+            return
+        if reg is None:
+            self.send(proto.encode_failure(msg.id, proto.error_wire(
+                "FunctionNotFound", f"no function named {msg.fn!r} in this namespace")))
+            return
+        if reg.kind == "builtin":
+            self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
+        elif reg.kind == "sync":
+            assert isinstance(task, _Call)
+            task.future = server.executor().submit(self._run_sync, msg.id, task, reg.func, msg.args, msg.kwargs)
+        elif reg.kind == "async":
+            assert isinstance(task, _Call)
+            task.future = asyncio.run_coroutine_threadsafe(
+                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), server.event_loop())
+        else:
+            assert isinstance(task, _Stream)
+            try:
+                task.gen = reg.func(*msg.args, **msg.kwargs)
+            except Exception as exc:  # noqa: BLE001 - binding errors go to the caller
+                self.finish(msg.id, task, self.failure(msg.id, exc))
+                return
+            task.start()
+
+    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> bytes:
+        try:
+            return proto.encode_result(call_id, value)
+        except SerializationError as exc:
+            return proto.encode_failure(call_id, proto.error_wire(
+                "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
+
+    def _run_sync(self, call_id: int, task: _Call, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+        payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
+        try:
+            payload = self._result(call_id, fn, fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+            payload = self.failure(call_id, exc)
+        finally:
+            self.finish(call_id, task, payload)
+
+    async def _run_async(
+        self, call_id: int, task: _Call, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            payload = self._result(call_id, fn, await fn(*args, **kwargs))
+        except asyncio.CancelledError:
+            self.finish(call_id, task, None)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+            payload = self.failure(call_id, exc)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.server.executor(), self.finish, call_id, task, payload)
+
+    def finish(self, call_id: int, task: _Call | _Stream, payload: bytes | None) -> None:
+        """A call or stream ended: forget it and send its last message, if still wanted."""
+        with self._lock:
+            if self._tasks.get(call_id) is not task:
+                return  # cancelled meanwhile: nobody waits for this reply
+            del self._tasks[call_id]
+            if not self._tasks:
+                self._idle.notify_all()
+        if payload is not None:
+            self.send(payload)
+
+    def _cancel(self, call_id: int) -> None:
+        with self._lock:
+            task = self._tasks.get(call_id)
+            if isinstance(task, _Call):
+                del self._tasks[call_id]
+                if not self._tasks:
+                    self._idle.notify_all()
+        if task is not None:
+            task.cancel()
+
+    def _abandon_all(self) -> None:
+        """The peer is gone: cancel what can be cancelled, close every generator."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+            self._tasks = {k: v for k, v in self._tasks.items() if isinstance(v, _Stream)}
+            if not self._tasks:
+                self._idle.notify_all()
+        for task in tasks:
+            task.cancel()
+
+    # --- introspection and shutdown ----------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._tasks)
+
+    @property
+    def stream_count(self) -> int:
+        with self._lock:
+            return sum(1 for t in self._tasks.values() if isinstance(t, _Stream))
+
+    def drain(self, deadline: float) -> None:
+        """Wait (until *deadline*, monotonic) for calls in flight to finish."""
+        with self._idle:
+            while self._tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._idle.wait(remaining)

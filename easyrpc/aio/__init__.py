@@ -1,0 +1,177 @@
+"""The asyncio client: a thin layer awaiting the blocking client's futures.
+
+Example::
+
+    from easyrpc.aio import EasyRpcProxy
+
+    p = await EasyRpcProxy.create('127.0.0.1', 8090, '/ws/server_a', server_secret='abcd1234')
+    await p.good_func_a(1, 5, 7)
+    async for item in p.count_up(3): ...
+    await p.close()
+
+Calls never block the event loop: connecting and closing run on a helper thread, and a
+call awaits the engine's ``concurrent.futures.Future`` through ``asyncio.wrap_future``.
+Cancelling the awaiting task cancels the call on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .._client import END, CallFuture, ClientStream, Engine
+from .._proxy_base import ProxyBase, make_function
+from .._signature import FunctionSpec, wire_arguments
+from ..exceptions import CallTimeout
+
+__all__ = ["EasyRpcProxy", "AsyncRemoteIterator"]
+
+T = TypeVar("T")
+
+
+async def _off_loop(fn: Callable[[], T], name: str, on_abandon: Callable[[], object] | None = None) -> T:
+    """Run blocking *fn* on a named helper thread and await its result.
+
+    If the awaiting task is cancelled, *fn* still runs to its end; *on_abandon* then runs
+    on the helper thread (to undo what *fn* did).
+    """
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            fut.set_exception(exc)
+
+    thread = threading.Thread(target=run, name=f"easyrpc-aio-{name}", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.shield(asyncio.wrap_future(fut))
+    except asyncio.CancelledError:
+        if on_abandon is not None:
+            fut.add_done_callback(lambda _: on_abandon())
+        raise
+    finally:
+        if fut.done():
+            thread.join(1.0)
+
+
+class AsyncRemoteIterator:
+    """Items of a remote generator for ``async for``; ``aclose()`` stops it on the server."""
+
+    def __init__(self, stream: ClientStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncRemoteIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        fut = self._stream.next_future()
+        try:
+            if self._stream.item_timeout is None:
+                value = await asyncio.wrap_future(fut)
+            else:
+                value = await asyncio.wait_for(asyncio.wrap_future(fut), self._stream.item_timeout)
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled():
+                raise  # the stream itself failed with a TimeoutError
+            self._stream.engine.expire(self._stream)
+            raise CallTimeout(f"stream {self._stream.id}: no item within the time limit") from None
+        except asyncio.CancelledError:
+            self._stream.close()  # the consumer is gone: stop the producer
+            raise
+        if value is END:
+            raise StopAsyncIteration
+        return value
+
+    async def aclose(self) -> None:
+        """Stop the stream and free the server's side."""
+        self._stream.close()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    async def __aenter__(self) -> AsyncRemoteIterator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    def __del__(self) -> None:
+        stream = getattr(self, "_stream", None)
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+class EasyRpcProxy(ProxyBase):
+    """An asyncio proxy for the functions of one easyrpc server namespace.
+
+    Create it with ``await EasyRpcProxy.create(...)`` (the same parameters as
+    :meth:`easyrpc.proxy.EasyRpcProxy.create`). Remote functions are coroutine functions
+    with the origin's name, doc and signature; generator functions return async iterators.
+    """
+
+    @classmethod
+    async def create(
+        cls,
+        origin_host: str,
+        origin_port: int,
+        origin_path: str,
+        server_secret: str | bytes,
+        *,
+        namespace: str = "DEFAULT",
+        encryption_enabled: bool = False,
+        timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        reconnect: bool = True,
+        max_in_flight: int = 10_000,
+        stream_window: int = 64,
+    ) -> EasyRpcProxy:
+        """Connect, authenticate and fetch the server's functions, off the event loop."""
+        engine = Engine(
+            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
+            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
+            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
+            reconnect=reconnect, max_in_flight=max_in_flight, stream_window=stream_window,
+        )
+        await _off_loop(engine.start, "connect", on_abandon=engine.close)
+        return cls(engine)
+
+    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+        engine = self._engine
+
+        if spec.is_generator:
+            def stream(*args: Any, **kwargs: Any) -> AsyncRemoteIterator:
+                wargs, wkwargs = wire_arguments(spec, args, kwargs)
+                item = ClientStream(engine, engine.stream_window, timeout if timeout is not None else engine.timeout)
+                engine.submit(item, spec.name, wargs, wkwargs, timeout)
+                return AsyncRemoteIterator(item)
+
+            return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            wargs, wkwargs = wire_arguments(spec, args, kwargs)
+            fut = CallFuture(engine)
+            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
+            return await asyncio.wrap_future(fut)
+
+        return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
+
+    async def close(self) -> None:
+        """Close the connection (off the event loop); pending calls fail with ConnectionLost."""
+        await _off_loop(self._engine.close, "close")
+
+    async def __aenter__(self) -> EasyRpcProxy:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

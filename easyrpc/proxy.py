@@ -1,0 +1,170 @@
+"""The blocking easyrpc client.
+
+Example::
+
+    from easyrpc.proxy import EasyRpcProxy
+
+    with EasyRpcProxy.create('127.0.0.1', 8090, '/ws/server_a', server_secret='abcd1234') as p:
+        p.good_func_a(1, 5, 7)                 # blocks: {'good_func_a': [1, 5, 7]}
+        fut = p.good_func_a.submit(1, 5, 7)    # concurrent.futures.Future
+        p.good_func_a.with_timeout(2.0)(1, 5, 7)
+        for item in p.count_up(3): ...         # generators stream
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ._client import END, CallFuture, ClientStream, Engine
+from ._proxy_base import ProxyBase, make_function
+from ._signature import FunctionSpec, wire_arguments
+
+__all__ = ["EasyRpcProxy", "RemoteIterator"]
+
+
+class RemoteIterator:
+    """Items of a remote generator, as the server yields them.
+
+    ``close()``, ``break`` out of a ``with`` block, or dropping the iterator stops the
+    generator on the server.
+    """
+
+    def __init__(self, stream: ClientStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> RemoteIterator:
+        return self
+
+    def __next__(self) -> Any:
+        fut = self._stream.next_future()
+        try:
+            value = fut.result(self._stream.item_timeout)
+        except TimeoutError:
+            if fut.done():
+                raise  # the stream failed with a TimeoutError: CallTimeout or remote
+            self._stream.engine.expire(self._stream)
+            value = self._stream.next_future().result(0)
+        if value is END:
+            raise StopIteration
+        return value
+
+    def close(self) -> None:
+        """Stop the stream and free the server's side."""
+        self._stream.close()
+
+    def __enter__(self) -> RemoteIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        stream = getattr(self, "_stream", None)
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+class EasyRpcProxy(ProxyBase):
+    """A blocking proxy for the functions of one easyrpc server namespace.
+
+    Create it with :meth:`create`. Remote functions are attributes (``p.f``), items
+    (``p['f']``) and ``p.proxy_funcs['f']``; ``'f' in p`` tests for one. A proxy is safe
+    to share among threads: all calls share one WebSocket.
+    """
+
+    @classmethod
+    def create(
+        cls,
+        origin_host: str,
+        origin_port: int,
+        origin_path: str,
+        server_secret: str | bytes,
+        *,
+        namespace: str = "DEFAULT",
+        encryption_enabled: bool = False,
+        timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        reconnect: bool = True,
+        max_in_flight: int = 10_000,
+        stream_window: int = 64,
+    ) -> EasyRpcProxy:
+        """Connect, authenticate and fetch the server's functions.
+
+        Args:
+            origin_host, origin_port, origin_path: where the server listens.
+            server_secret: the secret shared with the server.
+            namespace: the namespace (or namespace group) whose functions to use.
+            encryption_enabled: encrypt every frame (the server must enable it too).
+            timeout: default time limit per call in seconds (``None``: no limit).
+            ssl_context: connect with ``wss://`` using this context.
+            connect_timeout: limit for connecting, and for a call waiting for a
+                reconnection when it has no time limit of its own.
+            ping_interval, ping_timeout: keepalive; a server silent for their sum is
+                treated as gone.
+            reconnect: reconnect in the background after a drop.
+            max_in_flight: calls in flight after which new calls wait.
+            stream_window: items a generator may run ahead of its consumer.
+
+        Raises:
+            AuthenticationError: wrong secret, or encryption or protocol mismatch.
+            ConnectionError: the server cannot be reached.
+        """
+        engine = Engine(
+            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
+            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
+            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
+            reconnect=reconnect, max_in_flight=max_in_flight, stream_window=stream_window,
+        )
+        engine.start()
+        return cls(engine)
+
+    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+        engine = self._engine
+
+        if spec.is_generator:
+            def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
+                wargs, wkwargs = wire_arguments(spec, args, kwargs)
+                item = ClientStream(engine, engine.stream_window, timeout if timeout is not None else engine.timeout)
+                engine.submit(item, spec.name, wargs, wkwargs, timeout)
+                return RemoteIterator(item)
+
+            return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
+
+        def submit(*args: Any, **kwargs: Any) -> CallFuture:
+            wargs, wkwargs = wire_arguments(spec, args, kwargs)
+            fut = CallFuture(engine)
+            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
+            return fut
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            fut = submit(*args, **kwargs)
+            limit = timeout if timeout is not None else engine.timeout
+            if limit is None:
+                return fut.result()
+            try:
+                return fut.result(limit)
+            except TimeoutError:
+                # Our wait ran out (or the call failed with a TimeoutError of its own):
+                # expire() fails it with CallTimeout unless it is already settled.
+                engine.expire(fut)
+                return fut.result(0)
+
+        return make_function(
+            spec, call, submit=make_function(spec, submit), with_timeout=lambda t: self._build(spec, t))
+
+    def close(self) -> None:
+        """Close the connection; calls still pending fail with ConnectionLost. Idempotent."""
+        self._engine.close()
+
+    def __enter__(self) -> EasyRpcProxy:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

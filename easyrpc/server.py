@@ -1,0 +1,357 @@
+"""The easyrpc server: plain Python functions offered over a Flask-Sock WebSocket route.
+
+Example::
+
+    from flask import Flask
+    from easyrpc.server import EasyRpcServer
+
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, '/ws/server_a', server_secret='abcd1234')
+
+    @rpc.origin
+    def good_func_a(a, b, c):
+        return {"good_func_a": [a, b, c]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._handshake import Secret
+from ._signature import describe_function, is_identifier
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ._server_conn import ServerConnection
+
+__all__ = ["EasyRpcServer"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+BUILTIN_LIST = "get_registered_functions"
+
+
+def _get_registered_functions() -> list[dict[str, Any]]:
+    """Each function offered to this connection: name, namespace, signature and docstring."""
+    raise NotImplementedError  # answered by the connection itself; this only describes it
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One function as served in one namespace."""
+
+    name: str
+    namespace: str
+    func: Callable[..., Any]
+    kind: str  # "sync", "async", "gen", "agen", "builtin"
+    description: dict[str, Any]
+
+
+def _kind_of(func: Callable[..., Any]) -> str:
+    if inspect.isasyncgenfunction(func):
+        return "agen"
+    if inspect.isgeneratorfunction(func):
+        return "gen"
+    if inspect.iscoroutinefunction(func):
+        return "async"
+    return "sync"
+
+
+class _LoopThread:
+    """The event loop thread a server owns for its ``async def`` functions."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+                self._thread.start()
+                ready.wait(5.0)
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5.0)
+        except (TimeoutError, RuntimeError, asyncio.CancelledError):
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        if not thread.is_alive():
+            loop.close()
+
+
+class EasyRpcServer:
+    """Serve registered functions to easyrpc proxies over a WebSocket route of a Flask app.
+
+    Args:
+        app: the Flask app, or ``None`` to attach later with :meth:`init_app`.
+        path: the WebSocket route, e.g. ``'/ws/server_a'``.
+        server_secret: the shared secret proxies must prove they know.
+        encryption_enabled: encrypt every frame after the handshake (AES-GCM); proxies
+            must enable it too.
+        max_workers: threads running plain and generator functions (bounded pool).
+        max_in_flight: calls one connection may have running; more are refused with
+            :class:`~easyrpc.exceptions.ServerBusy`.
+        max_message_size: largest message accepted after authentication (``None``: no limit).
+        auth_timeout: seconds a new socket has to authenticate before it is closed.
+        preauth_max_message: largest frame accepted before authentication.
+        ping_interval: seconds of silence after which the server pings a connection.
+        ping_timeout: seconds more of silence after which a connection is dropped.
+        send_tracebacks: include remote tracebacks in error replies.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None,
+        path: str,
+        server_secret: str | bytes,
+        *,
+        encryption_enabled: bool = False,
+        max_workers: int = 32,
+        max_in_flight: int = 1024,
+        max_message_size: int | None = None,
+        auth_timeout: float = 10.0,
+        preauth_max_message: int = 8192,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        send_tracebacks: bool = True,
+        stream_window_max: int = 1024,
+    ) -> None:
+        if not path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        self.path = path
+        self.encryption_enabled = encryption_enabled
+        self.max_in_flight = max_in_flight
+        self.max_message_size = max_message_size
+        self.auth_timeout = auth_timeout
+        self.preauth_max_message = preauth_max_message
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.send_tracebacks = send_tracebacks
+        self.stream_window_max = stream_window_max
+        self._secret = Secret(server_secret)
+        self.log = logging.getLogger(f"easyrpc.server.{path.strip('/').replace('/', '.') or 'root'}")
+        self._lock = threading.Lock()
+        self._namespaces: dict[str, dict[str, Registered]] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}
+        self._views: dict[str, dict[str, Registered]] = {}
+        self._connections: set[ServerConnection] = set()
+        self._closing = False
+        self._max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop = _LoopThread("easyrpc-server-loop")
+        self.app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # --- wiring ------------------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        """Attach the WebSocket route to *app* (the Flask app-factory pattern)."""
+        from flask_sock import Sock
+
+        from ._server_conn import ServerConnection
+
+        if self.app is not None:
+            raise RuntimeError(f"EasyRpcServer {self.path} is already attached to an app")
+        self.app = app
+
+        def handler(ws: Any) -> None:
+            ServerConnection(self, ws).run()
+
+        handler.__name__ = f"easyrpc_{self.path}"
+        Sock(app).route(self.path, endpoint=f"easyrpc:{self.path}")(handler)
+        self.log.info("serving easyrpc on %s", self.path)
+
+    # --- registration ------------------------------------------------------------------
+    @overload
+    def origin(self, func: F, *, namespace: str = ..., name: str | None = ...) -> F: ...
+
+    @overload
+    def origin(self, func: None = ..., *, namespace: str = ..., name: str | None = ...) -> Callable[[F], F]: ...
+
+    def origin(
+        self, func: F | None = None, *, namespace: str = "DEFAULT", name: str | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a function; usable bare (``@rpc.origin``) or with options.
+
+        Returns the function unchanged, so it stays callable locally and decorators stack.
+        """
+        if func is None:
+            def decorator(f: F) -> F:
+                self.register(f, namespace=namespace, name=name)
+                return f
+            return decorator
+        self.register(func, namespace=namespace, name=name)
+        return func
+
+    def register(self, func: Callable[..., Any], *, namespace: str = "DEFAULT", name: str | None = None) -> None:
+        """Register *func* under *name* (default: its ``__name__``) in *namespace*.
+
+        Connected proxies of that namespace (and of groups containing it) are told at once.
+        """
+        name = name or getattr(func, "__name__", "")
+        if not isinstance(name, str) or not is_identifier(name):
+            raise ValueError(f"function name must be a plain identifier, not {name!r}")
+        if name == BUILTIN_LIST:
+            raise ValueError(f"{BUILTIN_LIST} is a builtin and cannot be replaced")
+        if not isinstance(namespace, str) or not namespace or len(namespace) > 200:
+            raise ValueError("namespace must be a non-empty string")
+        reg = Registered(name, namespace, func, _kind_of(func), describe_function(func, name, namespace))
+        with self._lock:
+            if namespace in self._groups:
+                raise ValueError(f"{namespace!r} is a namespace group")
+            self._namespaces.setdefault(namespace, {})[name] = reg
+            self._views.clear()
+        self.log.info("registered function %s in namespace %s", name, namespace)
+        self._push_functions(namespace)
+
+    def create_namespace_group(self, group: str, *namespaces: str) -> None:
+        """Offer the union of *namespaces* under the name *group*.
+
+        Where two namespaces have a function of the same name, the one listed first wins
+        (a warning is logged).
+        """
+        if not namespaces:
+            raise ValueError("a namespace group needs at least one namespace")
+        with self._lock:
+            if group in self._namespaces:
+                raise ValueError(f"{group!r} is already a namespace")
+            self._groups[group] = tuple(namespaces)
+            self._views.clear()
+        self.log.info("namespace group %s = %s", group, ", ".join(namespaces))
+        self._push_functions(group)
+
+    def functions_for(self, namespace: str) -> dict[str, Registered]:
+        """The functions a connection of *namespace* (a namespace or group) may call."""
+        with self._lock:
+            view = self._views.get(namespace)
+            if view is not None:
+                return view
+            view = {}
+            for member in self._groups.get(namespace, (namespace,)):
+                for fname, reg in self._namespaces.get(member, {}).items():
+                    if fname in view:
+                        if view[fname].func is not reg.func:
+                            self.log.warning(
+                                "group %s: %s from namespace %s shadowed by namespace %s",
+                                namespace, fname, member, view[fname].namespace)
+                        continue
+                    view[fname] = reg
+            view[BUILTIN_LIST] = Registered(
+                BUILTIN_LIST, namespace, _get_registered_functions, "builtin",
+                describe_function(_get_registered_functions, BUILTIN_LIST, namespace))
+            self._views[namespace] = view
+            return view
+
+    def get_registered_functions(self, namespace: str = "DEFAULT") -> list[dict[str, Any]]:
+        """Descriptions (name, namespace, signature, docstring...) of *namespace*'s functions."""
+        return [reg.description for reg in self.functions_for(namespace).values()]
+
+    def _push_functions(self, namespace: str) -> None:
+        with self._lock:
+            targets = [
+                c for c in self._connections
+                if c.namespace == namespace or namespace in self._groups.get(c.namespace, ())
+            ]
+        for conn in targets:
+            conn.push_functions()
+
+    # --- execution resources -----------------------------------------------------------
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="easyrpc-worker")
+            return self._pool
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop.get()
+
+    @property
+    def secret(self) -> Secret:
+        return self._secret
+
+    # --- connections -------------------------------------------------------------------
+    def add_connection(self, conn: ServerConnection) -> bool:
+        with self._lock:
+            if self._closing:
+                return False
+            self._connections.add(conn)
+            return True
+
+    def remove_connection(self, conn: ServerConnection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    @property
+    def connection_count(self) -> int:
+        """Authenticated connections currently open."""
+        with self._lock:
+            return len(self._connections)
+
+    @property
+    def active_calls(self) -> int:
+        """Calls and streams running on behalf of connected proxies."""
+        with self._lock:
+            conns = list(self._connections)
+        return sum(c.in_flight for c in conns)
+
+    @property
+    def active_streams(self) -> int:
+        """Generator streams whose server-side state is still held."""
+        with self._lock:
+            conns = list(self._connections)
+        return sum(c.stream_count for c in conns)
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop serving: refuse new connections, let calls in flight finish for up to
+        *grace* seconds, tell proxies the server is going away, close every connection,
+        and stop the worker threads. Idempotent."""
+        with self._lock:
+            self._closing = True
+            conns = list(self._connections)
+        deadline = time.monotonic() + grace
+        for conn in conns:
+            conn.drain(deadline)
+        for conn in conns:
+            conn.close(1001, "server shutting down", bye="server shutting down")
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._loop.close()
+        self.log.info("easyrpc server on %s closed", self.path)

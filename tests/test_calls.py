@@ -1,0 +1,310 @@
+"""Behaviour of calls through both clients against a real loopback server (API §1, §2, §4, §5)."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+import easyrpc
+from easyrpc import CallTimeout, FunctionNotFound, RemoteError, SerializationError
+
+from .apps import build_app
+from .conftest import wait_for
+
+
+@pytest.fixture
+def server(serve: Any) -> Any:
+    app, rpc, counter = build_app()
+    served = serve(app, rpc)
+    served.counter = counter
+    return served
+
+
+def test_basic_call_returns_origin_result(server: Any, connect: Any) -> None:
+    p = connect(server)
+    assert p.good_func_a(1, 5, 7) == {"good_func_a": [1, 5, 7]}
+    assert p.proxy_funcs["good_func_a"](1, 5, 7) == {"good_func_a": [1, 5, 7]}
+    assert p["good_func_a"](1, 5, 7) == {"good_func_a": [1, 5, 7]}
+    assert p.good_func_c(1, keyword="value") == {"good_func_c": [1, {"keyword": "value"}]}
+
+
+def test_membership_and_unknown_names(server: Any, connect: Any) -> None:
+    p = connect(server)
+    assert "good_func_a" in p
+    assert "nope" not in p
+    with pytest.raises(AttributeError):
+        p.nope  # noqa: B018
+    with pytest.raises(KeyError):
+        p["nope"]
+    assert "reset" not in p  # another namespace's function is invisible
+
+
+def test_flask_routes_live_beside_rpc(server: Any, connect: Any) -> None:
+    p = connect(server)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/hello", timeout=5) as resp:
+        assert resp.read() == b"plain flask route"
+    assert p.echo(3) == 3
+
+
+def test_signature_name_doc_and_annotations_are_the_origins(server: Any, connect: Any) -> None:
+    p = connect(server)
+    fn = p.proxy.annotated if connect.kind == "aio" else p.annotated
+    assert fn.__name__ == "annotated"
+    assert fn.__doc__.startswith("Echo the arguments it was given.")
+    assert str(inspect.signature(fn)) == (
+        "(x: int, y: Optional[str] = None, *args: float, flag: bool = False, **kw: Any) -> dict[str, Any]")
+    good_c = p.proxy.good_func_c if connect.kind == "aio" else p.good_func_c
+    assert str(inspect.signature(good_c)) == "(a, **kw)"
+    if connect.kind == "aio":
+        assert inspect.iscoroutinefunction(fn)
+
+
+def test_arguments_bind_locally_and_defaults_stay_on_the_server(server: Any, connect: Any) -> None:
+    p = connect(server)
+    assert p.annotated(1) == {"x": 1, "y": None, "args": [], "flag": False, "kw": {}}
+    assert p.annotated(1, "a", 2.5, 3.5, flag=True, z=1) == {
+        "x": 1, "y": "a", "args": [2.5, 3.5], "flag": True, "kw": {"z": 1}}
+    assert p.posonly(1) == [1, 2, 3]
+    assert p.posonly(1, c=9) == [1, 2, 9]
+    assert p.posonly(1, 5, 6) == [1, 5, 6]
+
+
+def test_wrong_arguments_raise_typeerror_and_send_nothing(server: Any, connect: Any) -> None:
+    p = connect(server)
+    before = server.counter.count("good_func_a")
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        p.good_func_a(1, 5)
+    with pytest.raises(TypeError):
+        p.good_func_a(1, 5, 7, 8)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        p.good_func_a(1, 5, 7, d=1)
+    with pytest.raises(TypeError):
+        p.posonly(a=1)
+    assert p.echo("sync point") == "sync point"  # any call sent earlier has arrived by now
+    assert server.counter.count("good_func_a") == before
+
+
+def test_remote_builtin_error_is_catchable_as_the_builtin(server: Any, connect: Any) -> None:
+    p = connect(server)
+    with pytest.raises(KeyError) as info:
+        p.fail("KeyError", "missing")
+    err = info.value
+    assert isinstance(err, RemoteError) and isinstance(err, easyrpc.EasyRpcError)
+    assert err.remote_type == "KeyError"
+    assert err.remote_message == "'missing'"
+    assert "raise errors[kind](message)" in err.remote_traceback
+    with pytest.raises(ZeroDivisionError):
+        p.fail("ZeroDivisionError")
+    with pytest.raises(OSError):
+        p.fail("OSError")
+
+
+def test_remote_custom_error_is_a_remote_error_with_its_type(server: Any, connect: Any) -> None:
+    p = connect(server)
+    with pytest.raises(RemoteError) as info:
+        p.fail("custom", "special")
+    assert info.value.remote_type == "tests.apps.CustomError"
+    assert info.value.remote_message == "special"
+    assert p.echo(1) == 1  # the connection carries on
+
+
+def test_unknown_function_from_server_is_function_not_found(server: Any, connect: Any) -> None:
+    p = connect(server)
+    # Hand-build a call the local proxy would refuse: another namespace's function.
+    engine = (p.proxy if connect.kind == "aio" else p)._engine
+    from easyrpc._client import CallFuture
+
+    fut = CallFuture(engine)
+    engine.submit(fut, "reset", [], {}, 5.0)
+    with pytest.raises(FunctionNotFound) as info:
+        fut.result(5)
+    assert "reset" in str(info.value)
+    for other in ("good_func_a", "left_only", "get_registered_functions"):
+        assert other not in str(info.value)
+
+
+def test_json_values_round_trip_exactly(server: Any, connect: Any) -> None:
+    p = connect(server)
+    values: list[Any] = [
+        None, False, True, 0, -1, 2**62, 1.5, "", "é\u2603\U0001f600", [], {},
+        {"error": "x"}, {"k": "err", "i": 1, "e": {}}, "__easyrpc_end__", ["ok", None, {"v": [1, 2]}],
+    ]
+    for value in values:
+        assert p.echo(value) == value
+        assert p.aecho(value) == value
+    assert p.echo((1, 2)) == [1, 2]  # tuples arrive as lists, as JSON carries them
+
+
+def test_unserializable_argument_raises_locally(server: Any, connect: Any) -> None:
+    p = connect(server)
+    with pytest.raises(SerializationError):
+        p.echo({1, 2})
+    with pytest.raises(TypeError):  # SerializationError is a TypeError
+        p.echo(object())
+    with pytest.raises(SerializationError):
+        p.echo(float("nan"))
+    assert p.echo(1) == 1
+
+
+def test_unserializable_result_is_a_clear_remote_error(server: Any, connect: Any) -> None:
+    p = connect(server)
+    with pytest.raises(RemoteError) as info:
+        p.unserializable()
+    assert info.value.remote_type == "SerializationError"
+    assert "unserializable" in info.value.remote_message
+    assert p.echo("still fine") == "still fine"
+
+
+def test_deep_nesting_round_trips(server: Any, connect: Any) -> None:
+    p = connect(server)
+    depth = 5000
+    value: list[Any] = []
+    inner = value
+    for _ in range(depth):
+        nxt: list[Any] = []
+        inner.append(nxt)
+        inner = nxt
+    out = p.echo(value)
+    n = 0
+    while out:
+        out = out[0]
+        n += 1
+    assert n == depth
+
+
+def test_async_functions_do_not_block_each_other(server: Any, connect: Any) -> None:
+    p = connect(server)
+    start = time.monotonic()
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(p.aslow(0.3))) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [0.3] * 10
+    assert time.monotonic() - start < 1.5
+
+
+def test_ten_slow_calls_run_concurrently(server: Any, connect: Any) -> None:
+    p = connect(server)
+    start = time.monotonic()
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(p.slow(0.3))) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [0.3] * 10
+    assert time.monotonic() - start < 1.5  # serial would take 3 s
+
+
+def test_sixteen_threads_share_one_proxy(server: Any, connect: Any) -> None:
+    p = connect(server)
+    errors: list[str] = []
+
+    def worker(t: int) -> None:
+        for i in range(125):
+            got = p.good_func_a(t, i, "x")
+            if got != {"good_func_a": [t, i, "x"]}:
+                errors.append(f"{t}/{i}: {got}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert server.counter.count("good_func_a") == 16 * 125
+
+
+def test_builtin_get_registered_functions_lists_this_namespace(server: Any, connect: Any) -> None:
+    p = connect(server)
+    funcs = {f["name"]: f for f in p.get_registered_functions()}
+    assert "good_func_a" in funcs and "get_registered_functions" in funcs
+    assert "reset" not in funcs
+    assert funcs["annotated"]["signature"].startswith("(x: int")
+    assert funcs["annotated"]["doc"].startswith("Echo")
+    assert funcs["annotated"]["namespace"] == "DEFAULT"
+
+
+def test_namespaces_are_isolated_and_groups_unite(server: Any, connect: Any) -> None:
+    admin = connect(server, namespace="admin")
+    assert admin.reset(force=True) == "reset force=True"
+    assert "good_func_a" not in admin
+    both = connect(server, namespace="both")
+    assert both.left_only() == "left" and both.right_only() == "right"
+    assert "reset" not in both
+
+
+def test_functions_registered_at_runtime_reach_connected_proxies(server: Any, connect: Any) -> None:
+    p = connect(server)
+    rpc = server.rpcs[0]
+
+    def added_later(x: int) -> int:
+        return x * 2
+
+    rpc.origin(added_later)
+    assert wait_for(lambda: "added_later" in p, timeout=2)
+    assert p.added_later(21) == 42
+
+
+def test_call_timeout_raises_and_connection_stays_usable(server: Any, connect: Any) -> None:
+    p = connect(server, timeout=0.2)
+    start = time.monotonic()
+    with pytest.raises(CallTimeout):
+        p.aslow(5)
+    assert time.monotonic() - start < 2
+    assert isinstance(CallTimeout("x"), TimeoutError)
+    assert wait_for(lambda: server.counter.count("aslow.cancelled") == 1, timeout=2)
+    assert p.echo("after") == "after"
+
+
+def test_per_call_timeout_override(server: Any, connect: Any) -> None:
+    p = connect(server)
+    fn = p.proxy.aslow if connect.kind == "aio" else p.aslow
+    quick = fn.with_timeout(0.2)
+    assert str(inspect.signature(quick)) == str(inspect.signature(fn))
+    with pytest.raises(CallTimeout):
+        if connect.kind == "aio":
+            p.run(quick(5))
+        else:
+            quick(5)
+    assert p.aslow(0.01) == 0.01
+
+
+def test_close_is_idempotent_and_later_calls_fail(server: Any, connect: Any) -> None:
+    p = connect(server)
+    p.close()
+    p.close()
+    with pytest.raises(easyrpc.ConnectionLost):
+        p.echo(1)
+
+
+def test_wrong_secret_fails_fast_with_authentication_error(server: Any, connect: Any) -> None:
+    start = time.monotonic()
+    with pytest.raises(easyrpc.AuthenticationError):
+        connect(server, secret="wrong-secret")
+    assert time.monotonic() - start < 1.0
+
+
+def test_closed_port_fails_fast(connect: Any) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+
+    class Nowhere:
+        host = "127.0.0.1"
+
+    Nowhere.port = port  # type: ignore[attr-defined]
+    start = time.monotonic()
+    with pytest.raises(ConnectionError):
+        connect(Nowhere)
+    assert time.monotonic() - start < 2
