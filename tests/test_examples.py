@@ -1,0 +1,100 @@
+"""Every example in examples/ runs as written against its server, started as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start(script: str, port: int) -> subprocess.Popen[str]:
+    if _port_open(port):
+        pytest.fail(f"port {port} is taken; the seed examples need it free")
+    env = {**os.environ, "EASYRPC_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / script)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while not _port_open(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.communicate(timeout=5)[0]
+            pytest.fail(f"{script} did not start:\n{out}")
+        time.sleep(0.05)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate(timeout=5)[0]
+
+
+def _run(script: str, port: int) -> str:
+    env = {**os.environ, "EASYRPC_PORT": str(port)}
+    done = subprocess.run([sys.executable, str(EXAMPLES / script)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def example_server() -> Iterator[None]:
+    proc = _start("server.py", 8090)  # the seed's clients hard-code port 8090
+    yield
+    log = _stop(proc)
+    assert "good_func_a 1 5 7" in log
+
+
+def test_blocking_client_example(example_server: None) -> None:
+    out = _run("client.py", 8090)
+    assert "{'good_func_a': [1, 5, 7]}" in out
+    assert "{'good_func_c': [1, {'keyword': 'value'}]}" in out
+    assert "good_func_c(a, **kw)" in out
+    assert "[0, 1, 2, 3, 4]" in out and "reset (force=True)" in out
+
+
+def test_seed_async_examples_run_with_only_the_import_changed(example_server: None) -> None:
+    seed = (ROOT.parent / "shared" / "seed" / "easyrpc-README.txt")
+    for script in ("aio_client_basic.py", "aio_client_advanced.py"):
+        source = (EXAMPLES / script).read_text()
+        assert "from easyrpc.aio import EasyRpcProxy" in source
+        if seed.exists():  # the code lines are the seed's, but for the import
+            seed_text = seed.read_text()
+            code = [ln.strip() for ln in source.splitlines() if ln.strip() and not ln.startswith("#")]
+            for line in code:
+                if line != "from easyrpc.aio import EasyRpcProxy":
+                    assert line in seed_text, line
+        out = _run(script, 8090)
+        assert "{'good_func_a': [1, 5, 7]}" in out
+    assert "'good_func_c': <function good_func_c" in out
+
+
+def test_flask_app_example_serves_routes_and_rpc() -> None:
+    import urllib.request
+
+    proc = _start("flask_app.py", 8091)
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8091/", timeout=5) as resp:
+            assert b"shout" in resp.read()
+        out = _run("flask_app_client.py", 8091)
+        assert out.split() == ["5", "False", "2", "HELLO"]
+    finally:
+        _stop(proc)
