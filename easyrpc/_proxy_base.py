@@ -92,7 +92,8 @@ class ProxyBase:
         """The remote functions by name (a live mapping: it follows the server's list)."""
         return FunctionMap(self)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    # Any, not Callable: a remote function also has .submit and .with_timeout
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         try:
@@ -100,7 +101,7 @@ class ProxyBase:
         except KeyError:
             raise AttributeError(f"{type(self).__name__} has no remote function {name!r}") from None
 
-    def __getitem__(self, name: str) -> Callable[..., Any]:
+    def __getitem__(self, name: str) -> Any:
         return self._function(name)
 
     def __contains__(self, name: object) -> bool:
