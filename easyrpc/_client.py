@@ -27,6 +27,7 @@ import websocket
 from . import _protocol as proto
 from ._handshake import FrameCipher, Secret, new_nonce
 from ._signature import FunctionSpec, spec_from_description
+from ._transport import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, write_close, write_frame
 from .exceptions import (
     AuthenticationError,
     CallTimeout,
@@ -201,6 +202,7 @@ class Engine:
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
         self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
+        self._frames: FrameReader | None = None
         self._cipher: FrameCipher | None = None
         self._connected = threading.Event()
         self._closing = threading.Event()
@@ -233,8 +235,8 @@ class Engine:
         if ws is not None:
             with self._send_lock:
                 try:
-                    ws.send_close()
-                except (websocket.WebSocketException, OSError):
+                    write_close(_sock_of(ws))
+                except OSError:
                     pass
             _shutdown(ws)
         self._queue.put(_STOP)
@@ -280,6 +282,7 @@ class Engine:
         ws.settimeout(None)
         with self._lock:
             self._ws = ws
+            self._frames = FrameReader(_sock_of(ws))
             self._cipher = cipher
             self._last_seen = time.monotonic()
         self._set_functions(functions)
@@ -337,10 +340,10 @@ class Engine:
                 raise ConnectionLost("not connected")
             try:
                 if cipher is not None:
-                    ws.send(cipher.seal(payload), websocket.ABNF.OPCODE_BINARY)
+                    write_frame(_sock_of(ws), OP_BINARY, cipher.seal(payload))
                 else:
-                    ws.send(payload, websocket.ABNF.OPCODE_TEXT)
-            except (websocket.WebSocketException, OSError) as exc:
+                    write_frame(_sock_of(ws), OP_TEXT, payload)
+            except OSError as exc:
                 _shutdown(ws)
                 raise ConnectionLost(f"send failed: {exc}") from None
 
@@ -433,8 +436,21 @@ class Engine:
 
     # --- futures -----------------------------------------------------------------------
     def resolve(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
-        """Resolve *fut* on the dispatcher thread."""
-        self._queue.put((fut, value, exc))
+        """Resolve *fut*; its callbacks (user code, asyncio bridges) run on the dispatcher.
+
+        A future nobody attached callbacks to is settled right here: settling it runs no
+        user code, only wakes its waiter, and skipping the dispatcher saves a thread
+        hand-off per call. The check and the settling happen under the future's own
+        condition, so a callback added concurrently either sees the future pending (and
+        we queue) or done (and runs in the adding thread), never on this one.
+        """
+        cond = fut._condition
+        with cond:
+            inline = not fut._done_callbacks  # type: ignore[attr-defined]
+            if inline:
+                self._settle(fut, value, exc)
+        if not inline:
+            self._queue.put((fut, value, exc))
 
     # --- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -453,30 +469,36 @@ class Engine:
 
     def _read_connection(self, ws: websocket.WebSocket) -> str:
         """Read and handle frames until the connection ends; return why it ended."""
-        while True:
-            try:
-                opcode, data = ws.recv_data()
-            except (websocket.WebSocketException, OSError) as exc:
-                return f"connection lost ({type(exc).__name__})"
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return "the server closed the connection"
-            self._last_seen = time.monotonic()
-            try:
+        frames = self._frames
+        if frames is None:
+            return "not connected"
+        try:
+            for opcode, data in frames.messages():
+                self._last_seen = time.monotonic()
+                if opcode == OP_PING:
+                    with self._send_lock:
+                        write_frame(_sock_of(ws), OP_PONG, bytes(data[:125]))
+                    continue
+                if opcode == OP_PONG:
+                    continue
+                if opcode == OP_CLOSE:
+                    return "the server closed the connection"
                 cipher = self._cipher
                 if cipher is not None:
-                    if opcode != websocket.ABNF.OPCODE_BINARY:
+                    if opcode != OP_BINARY:
                         raise ProtocolError("clear-text frame on an encrypted connection")
                     data = cipher.open(data)
                 msg = proto.parse_server(data)
-            except ProtocolError as exc:
-                log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
-                _shutdown(ws)
-                return f"protocol error: {exc}"
-            if isinstance(msg, proto.Bye):
-                log.info("server %s is going away: %s", self.url, msg.reason)
-                _shutdown(ws)
-                return f"the server is going away: {msg.reason}"
-            self._handle(msg)
+                if isinstance(msg, proto.Bye):
+                    log.info("server %s is going away: %s", self.url, msg.reason)
+                    return f"the server is going away: {msg.reason}"
+                self._handle(msg)
+        except ProtocolError as exc:
+            log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
+            return f"protocol error: {exc}"
+        except OSError as exc:  # ConnectionError included
+            return f"connection lost ({type(exc).__name__})"
+        return "connection ended"
 
     def _handle(self, msg: proto.ServerMessage) -> None:
         if isinstance(msg, proto.Result):
@@ -484,7 +506,7 @@ class Engine:
                 item = self._pending.pop(msg.id)
                 self._room.notify()
             if isinstance(item, CallFuture):
-                self._queue.put((item, msg.value, None))
+                self.resolve(item, msg.value, None)
         elif isinstance(msg, proto.Item):
             with self._lock:
                 item = self._pending.get(msg.id)
@@ -498,7 +520,7 @@ class Engine:
             if isinstance(item, ClientStream):
                 item.end(error)
             elif isinstance(item, CallFuture) and error is not None:
-                self._queue.put((item, None, error))
+                self.resolve(item, None, error)
         elif isinstance(msg, proto.Ping):
             self.send_quiet(proto.encode("pong", t=msg.token))
         elif isinstance(msg, proto.Pong):
@@ -514,6 +536,7 @@ class Engine:
         with self._lock:
             self._connected.clear()
             ws, self._ws = self._ws, None
+            self._frames = None
             self._cipher = None
         if ws is not None:
             _shutdown(ws)
@@ -620,6 +643,13 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     if opcode != websocket.ABNF.OPCODE_TEXT:
         raise ProtocolError("expected a text frame during the handshake")
     return bytes(data)
+
+
+def _sock_of(ws: websocket.WebSocket) -> socket.socket:
+    sock = ws.sock
+    if sock is None:
+        raise OSError("the socket is closed")
+    return sock
 
 
 def _shutdown(ws: websocket.WebSocket) -> None:

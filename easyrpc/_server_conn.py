@@ -182,6 +182,23 @@ class _ItemError(Exception):
         self.payload = payload
 
 
+class _Inbox(list):  # type: ignore[type-arg]
+    """Stands in for simple-websocket's input buffer once a peer is authenticated.
+
+    simple-websocket's reader thread appends each complete message to ``input_buffer``
+    and wakes the handler thread, which would then hand calls on to a worker: two
+    hand-offs per message. The inbox handles the message on the reader thread instead
+    (parsing, and queueing calls to the pool), keeping order and saving one hand-off.
+    """
+
+    def __init__(self, conn: ServerConnection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def append(self, data: bytes | str) -> None:
+        self._conn.deliver(data)
+
+
 class ServerConnection:
     """The server's side of one WebSocket connection."""
 
@@ -202,6 +219,11 @@ class ServerConnection:
         self._closed = False
         self._ping_token = 0
         self._ping_pending = False
+        self._last_seen = time.monotonic()
+        self._stop = threading.Event()
+        self._inbox_lock = threading.Lock()
+        self._ready = False
+        self._early: list[bytes | str] = []
 
     # --- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
@@ -212,9 +234,10 @@ class ServerConnection:
             if not self.server.add_connection(self):
                 self.close(1001, "server shutting down")
                 return
+            self._release_early()
             self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
             try:
-                self._read_loop()
+                self._watch()
             finally:
                 self.server.remove_connection(self)
                 self._abandon_all()
@@ -249,7 +272,7 @@ class ServerConnection:
                 self.ws.close(code, reason)
             except (ConnectionClosed, OSError):
                 pass
-        self.ws.event.set()  # wake the read loop now, not at its next tick
+        self._stop.set()
 
     def _kill(self) -> None:
         """Drop the socket at once (keepalive expiry, broken encryption)."""
@@ -259,7 +282,7 @@ class ServerConnection:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.ws.event.set()
+        self._stop.set()
 
     # --- sending -----------------------------------------------------------------------
     def send(self, payload: bytes) -> bool:
@@ -283,7 +306,7 @@ class ServerConnection:
             except OSError as exc:
                 self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
                 self._closed = True
-                self.ws.event.set()
+                self._stop.set()
                 return False
             return True
 
@@ -326,17 +349,30 @@ class ServerConnection:
         self.cid = uuid.uuid4().hex
         proof = server.secret.server_proof(nonce, claims["cn"], self.cid)
         welcome = proto.encode("welcome", cid=self.cid, proof=proof, fs=server.get_registered_functions(self.namespace))
-        if server.encryption_enabled:
-            # The welcome goes out in clear; every later frame is sealed.
-            cipher = server.secret.frame_cipher(nonce, claims["cn"], is_server=True)
-            if not self.send(welcome):
-                return False
-            self._cipher = cipher
-        elif not self.send(welcome):
-            return False
         self.ws.max_message_size = server.max_message_size
         self.ws.receive_bytes = _RECEIVE_BYTES
+        # From here on messages are handled as simple-websocket's reader thread delivers
+        # them (no hand-off to this thread); until the handshake is done they queue up.
+        early = self.ws.input_buffer
+        self.ws.input_buffer = _Inbox(self)
+        self._early.extend(early)
+        if not self.send(welcome):  # the welcome goes out in clear; later frames are sealed
+            return False
+        if server.encryption_enabled:
+            self._cipher = server.secret.frame_cipher(nonce, claims["cn"], is_server=True)
         return True
+
+    def _release_early(self) -> None:
+        """The handshake is complete: handle what arrived meanwhile, then go direct."""
+        with self._inbox_lock:
+            for data in self._early:
+                try:
+                    self._on_frame(data)
+                except _Stop:
+                    self._stop.set()
+                    break
+            self._early.clear()
+            self._ready = True
 
     def _refuse(self, code: str, reason: str) -> bool:
         self.log.warning("refused peer %s: %s", self.peer, reason)
@@ -345,32 +381,38 @@ class ServerConnection:
         return False
 
     # --- reading -----------------------------------------------------------------------
-    def _read_loop(self) -> None:
+    def _watch(self) -> None:
+        """Keepalive and close detection, on the handler thread, while the inbox reads."""
         server = self.server
-        tick = max(0.05, min(server.ping_interval, server.ping_timeout) / 2)
-        last_seen = time.monotonic()
-        while not self._closed:
-            data = self.ws.receive(timeout=tick)
-            now = time.monotonic()
-            if data is None:
-                if not self.ws.connected:
-                    return
-                silent = now - last_seen
-                if silent >= server.ping_interval + server.ping_timeout:
-                    self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
-                    self._kill()
-                    return
-                if silent >= server.ping_interval and not self._ping_pending:
-                    self._ping_pending = True
-                    self._ping_token += 1
-                    self.send(proto.encode("ping", t=self._ping_token))
-                continue
-            last_seen = now
-            self._ping_pending = False
-            try:
-                self._on_frame(data)
-            except _Stop:
+        tick = max(0.02, min(0.1, server.ping_interval / 2, server.ping_timeout / 2))
+        while not self._closed and self.ws.connected:
+            if self._stop.wait(tick):
                 return
+            silent = time.monotonic() - self._last_seen
+            if silent >= server.ping_interval + server.ping_timeout:
+                self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
+                self._kill()
+                return
+            if silent >= server.ping_interval and not self._ping_pending:
+                self._ping_pending = True
+                self._ping_token += 1
+                self.send(proto.encode("ping", t=self._ping_token))
+
+    def deliver(self, data: bytes | str) -> None:
+        """Handle one complete message, on simple-websocket's reader thread."""
+        self._last_seen = time.monotonic()
+        self._ping_pending = False
+        if not self._ready:
+            with self._inbox_lock:
+                if not self._ready:  # the handshake is still finishing: keep order
+                    self._early.append(data)
+                    return
+        try:
+            self._on_frame(data)
+        except _Stop:
+            self._stop.set()
+        except Exception:  # this runs on simple-websocket's thread: never let it die
+            self.log.exception("connection %s: failed to handle a message", self.cid)
 
     def _on_frame(self, data: bytes | str) -> None:
         if self._cipher is not None:

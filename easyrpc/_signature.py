@@ -201,6 +201,23 @@ def _display_signature(desc: dict[str, Any]) -> str:
     return str(spec_from_description({**desc, "signature": ""}).signature)
 
 
+def wire_from_bound(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Arrange arguments that a makefun-built function has already bound for the wire.
+
+    makefun passes named parameters by keyword and only positional-only and variadic
+    ones positionally, with :data:`OMITTED` for defaults not given; the common case
+    needs no second binding. A positional :data:`OMITTED` (a default skipped before a
+    later argument) takes the general path.
+    """
+    for value in args:
+        if value is OMITTED:
+            return wire_arguments(spec, args, kwargs)
+    for value in kwargs.values():
+        if value is OMITTED:
+            return list(args), {k: v for k, v in kwargs.items() if v is not OMITTED}
+    return list(args), kwargs
+
+
 def wire_arguments(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Bind a call locally (``TypeError`` as a local call would) and arrange it for the wire.
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._client import END, CallFuture, ClientStream, Engine
 from ._proxy_base import ProxyBase, make_function
-from ._signature import FunctionSpec, wire_arguments
+from ._signature import FunctionSpec, wire_from_bound
 
 __all__ = ["EasyRpcProxy", "RemoteIterator"]
 
@@ -129,7 +129,7 @@ class EasyRpcProxy(ProxyBase):
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
-                wargs, wkwargs = wire_arguments(spec, args, kwargs)
+                wargs, wkwargs = wire_from_bound(spec, args, kwargs)
                 item = ClientStream(engine, engine.stream_window, timeout if timeout is not None else engine.timeout)
                 engine.submit(item, spec.name, wargs, wkwargs, timeout)
                 return RemoteIterator(item)
@@ -137,7 +137,7 @@ class EasyRpcProxy(ProxyBase):
             return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
 
         def submit(*args: Any, **kwargs: Any) -> CallFuture:
-            wargs, wkwargs = wire_arguments(spec, args, kwargs)
+            wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
             engine.submit(fut, spec.name, wargs, wkwargs, timeout)
             return fut

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from .._client import END, CallFuture, ClientStream, Engine
 from .._proxy_base import ProxyBase, make_function
-from .._signature import FunctionSpec, wire_arguments
+from .._signature import FunctionSpec, wire_from_bound
 from ..exceptions import CallTimeout
 
 __all__ = ["EasyRpcProxy", "AsyncRemoteIterator"]
@@ -150,7 +150,7 @@ class EasyRpcProxy(ProxyBase):
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> AsyncRemoteIterator:
-                wargs, wkwargs = wire_arguments(spec, args, kwargs)
+                wargs, wkwargs = wire_from_bound(spec, args, kwargs)
                 item = ClientStream(engine, engine.stream_window, timeout if timeout is not None else engine.timeout)
                 engine.submit(item, spec.name, wargs, wkwargs, timeout)
                 return AsyncRemoteIterator(item)
@@ -158,7 +158,7 @@ class EasyRpcProxy(ProxyBase):
             return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            wargs, wkwargs = wire_arguments(spec, args, kwargs)
+            wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
             engine.submit(fut, spec.name, wargs, wkwargs, timeout)
             return await asyncio.wrap_future(fut)
