@@ -212,6 +212,7 @@ class Engine:
         self.cid = ""
         self.functions: dict[str, FunctionSpec] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._lost_listeners: list[Callable[[], None]] = []
         self._reader: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
@@ -219,10 +220,7 @@ class Engine:
     def start(self) -> None:
         """Connect and authenticate, then start the threads. Raises on failure."""
         self._connect_once()
-        self._reader = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="easyrpc-dispatch", daemon=True)
-        self._reader.start()
-        self._dispatcher.start()
+        self.start_in_background()
 
     def close(self) -> None:
         """Close the connection, fail what is pending, join the threads. Idempotent."""
@@ -260,6 +258,17 @@ class Engine:
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call *callback* (on the reader thread) whenever the function list changes."""
         self._listeners.append(callback)
+
+    def add_lost_listener(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (on the reader thread) whenever the connection drops."""
+        self._lost_listeners.append(callback)
+
+    def start_in_background(self) -> None:
+        """Start the threads and connect (with retries) in the background."""
+        self._reader = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="easyrpc-dispatch", daemon=True)
+        self._reader.start()
+        self._dispatcher.start()
 
     # --- connecting --------------------------------------------------------------------
     def _connect_once(self) -> None:
@@ -375,7 +384,8 @@ class Engine:
             call_id = self._pending.add(item)
             item.id = call_id
         try:
-            item.payload = proto.encode_call(call_id, fn, args, kwargs, window)
+            item.payload = proto.encode_call(call_id, fn, args, kwargs, window,
+                                             limit if isinstance(item, CallFuture) else None)
         except BaseException:
             self.forget(call_id, item, send_cancel=False)
             raise
@@ -457,10 +467,11 @@ class Engine:
         try:
             while not self._closing.is_set():
                 ws = self._ws
-                reason = self._read_connection(ws) if ws is not None else "not connected"
-                if self._closing.is_set():
-                    return
-                self._lost(reason)
+                if ws is not None:
+                    reason = self._read_connection(ws)
+                    if self._closing.is_set():
+                        return
+                    self._lost(reason)
                 if not self.reconnect or not self._reconnect():
                     return
         except Exception:  # top of the reader thread: log it and fail what waits
@@ -544,6 +555,11 @@ class Engine:
         if not self._closing.is_set():
             log.warning("connection to %s lost: %s", self.url, reason)
         self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
+        for callback in list(self._lost_listeners):
+            try:
+                callback()
+            except Exception:  # a listener's bug must not stop the reader
+                log.exception("connection-lost listener failed")
 
     def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
         with self._lock:

@@ -46,6 +46,7 @@ class Call:
     args: list[Any]
     kwargs: dict[str, Any]
     window: int  # stream credit granted up front (0 for plain calls)
+    timeout: float | None = None  # the caller's limit, for servers that forward the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +143,14 @@ def encode(kind: str, **fields: Any) -> bytes:
     return _codec.dumps(fields)
 
 
-def encode_call(call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0) -> bytes:
+def encode_call(
+    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None
+) -> bytes:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
         msg["w"] = window
+    if timeout is not None:
+        msg["t"] = timeout
     return _codec.dumps(msg)
 
 
@@ -163,7 +168,10 @@ def encode_failure(call_id: int, error: dict[str, str]) -> bytes:
 
 # --- errors ------------------------------------------------------------------------------
 def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, str]:
-    """Describe an exception raised by a served function."""
+    """Describe an exception raised by a served function (a forwarded one passes through)."""
+    passed = error_passthrough(exc)
+    if passed is not None:
+        return passed
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__)) if include_traceback else ""
@@ -177,6 +185,13 @@ def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[st
 def error_wire(remote_type: str, message: str) -> dict[str, str]:
     """An error raised by easyrpc itself on the server (no traceback)."""
     return {"type": remote_type, "message": message, "traceback": ""}
+
+
+def error_passthrough(exc: BaseException) -> dict[str, str] | None:
+    """The description of an error that came from another server (forwarded calls)."""
+    if isinstance(exc, RemoteError):
+        return {"type": exc.remote_type, "message": exc.remote_message, "traceback": exc.remote_traceback}
+    return None
 
 
 def error_from_wire(obj: Any) -> RemoteError:
@@ -240,7 +255,11 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
         window = obj.get("w", 0)
         if type(window) is not int or not 0 <= window <= 1_000_000:
             raise ProtocolError("field 'w' must be a small non-negative integer")
-        return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window)
+        timeout = obj.get("t")
+        if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 1e9):
+            raise ProtocolError("field 't' must be a positive number of seconds")
+        return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
+                    float(timeout) if timeout is not None else None)
     if kind == "cancel":
         return Cancel(_int(obj, "i"))
     if kind == "credit":

@@ -480,7 +480,7 @@ class ServerConnection:
                 duplicate = False
                 busy = len(self._tasks) >= server.max_in_flight
                 if reg is not None and not busy:
-                    task = _Call() if reg.kind in ("sync", "async", "builtin") else _Stream(
+                    task = _Call() if reg.kind in ("sync", "async", "builtin", "remote") else _Stream(
                         self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max))
                     self._tasks[msg.id] = task
         if duplicate:
@@ -499,6 +499,9 @@ class ServerConnection:
         elif reg.kind == "sync":
             assert isinstance(task, _Call)
             task.future = server.executor().submit(self._run_sync, msg.id, task, reg.func, msg.args, msg.kwargs)
+        elif reg.kind == "remote":
+            assert isinstance(task, _Call) and reg.link is not None
+            reg.link.forward(self, msg, task)
         elif reg.kind == "async":
             assert isinstance(task, _Call)
             task.future = asyncio.run_coroutine_threadsafe(

@@ -20,6 +20,7 @@ import inspect
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ._signature import describe_function, is_identifier
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ._links import ServerLink
     from ._server_conn import ServerConnection
 
 __all__ = ["EasyRpcServer"]
@@ -51,8 +53,9 @@ class Registered:
     name: str
     namespace: str
     func: Callable[..., Any]
-    kind: str  # "sync", "async", "gen", "agen", "builtin"
+    kind: str  # "sync", "async", "gen", "agen", "builtin", "remote", "remote_gen"
     description: dict[str, Any]
+    link: ServerLink | None = None  # for functions forwarded from another server
 
 
 def _kind_of(func: Callable[..., Any]) -> str:
@@ -63,6 +66,26 @@ def _kind_of(func: Callable[..., Any]) -> str:
     if inspect.iscoroutinefunction(func):
         return "async"
     return "sync"
+
+
+def _relay_marker(*args: Any, **kwargs: Any) -> Any:
+    """Stands for a function served by another server (calls go through its link)."""
+    raise RuntimeError("forwarded functions are called through their link")
+
+
+def _relay_stream(link: ServerLink, name: str) -> Callable[..., Any]:
+    def relay(*args: Any, **kwargs: Any) -> Any:
+        return link.stream(name, list(args), kwargs)
+
+    return relay
+
+
+def _same_offer(old: dict[str, Registered], new: dict[str, Registered]) -> bool:
+    return old.keys() == new.keys() and all(old[k].description == new[k].description for k in old)
+
+
+def _origin_of(reg: Registered) -> str:
+    return f"link {reg.link.url}" if reg.link is not None else f"namespace {reg.namespace}"
 
 
 class _LoopThread:
@@ -171,6 +194,8 @@ class EasyRpcServer:
         self._groups: dict[str, tuple[str, ...]] = {}
         self._views: dict[str, dict[str, Registered]] = {}
         self._connections: set[ServerConnection] = set()
+        self._links: dict[ServerLink, dict[str, Registered]] = {}  # in creation order
+        self.server_id = uuid.uuid4().hex  # identifies this server in forwarded routes
         self._closing = False
         self._max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
@@ -231,7 +256,9 @@ class EasyRpcServer:
             raise ValueError(f"{BUILTIN_LIST} is a builtin and cannot be replaced")
         if not isinstance(namespace, str) or not namespace or len(namespace) > 200:
             raise ValueError("namespace must be a non-empty string")
-        reg = Registered(name, namespace, func, _kind_of(func), describe_function(func, name, namespace))
+        desc = describe_function(func, name, namespace)
+        desc["route"] = [self.server_id]
+        reg = Registered(name, namespace, func, _kind_of(func), desc)
         with self._lock:
             if namespace in self._groups:
                 raise ValueError(f"{namespace!r} is a namespace group")
@@ -263,13 +290,17 @@ class EasyRpcServer:
             if view is not None:
                 return view
             view = {}
-            for member in self._groups.get(namespace, (namespace,)):
-                for fname, reg in self._namespaces.get(member, {}).items():
+            members = self._groups.get(namespace, (namespace,))
+            # Precedence: local functions, in member order, then each link's, in the
+            # order the links were created. A shadowed name is logged, never silent.
+            sources = [self._namespaces.get(m, {}) for m in members] + [
+                {n: r for n, r in funcs.items() if r.namespace in members} for funcs in self._links.values()]
+            for source in sources:
+                for fname, reg in source.items():
                     if fname in view:
                         if view[fname].func is not reg.func:
-                            self.log.warning(
-                                "group %s: %s from namespace %s shadowed by namespace %s",
-                                namespace, fname, member, view[fname].namespace)
+                            self.log.warning("namespace %s: %s from %s is shadowed by %s", namespace, fname,
+                                             _origin_of(reg), _origin_of(view[fname]))
                         continue
                     view[fname] = reg
             view[BUILTIN_LIST] = Registered(
@@ -277,6 +308,66 @@ class EasyRpcServer:
                 describe_function(_get_registered_functions, BUILTIN_LIST, namespace))
             self._views[namespace] = view
             return view
+
+    # --- links to other servers ---------------------------------------------------------
+    def create_server_proxy(
+        self,
+        origin_host: str,
+        origin_port: int,
+        origin_path: str,
+        server_secret: str | bytes,
+        *,
+        namespace: str = "DEFAULT",
+        local_namespace: str | None = None,
+        encryption_enabled: bool = False,
+        ssl_context: Any = None,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        max_backoff: float = 5.0,
+    ) -> ServerLink:
+        """Link to another easyrpc server and offer its *namespace*'s functions here.
+
+        The functions appear in *local_namespace* (default: the same name) with their
+        signatures; calls, generators, errors, timeouts and cancellation pass through.
+        The link connects in the background and reconnects with backoff; while it is
+        down its functions are withdrawn from this server's proxies. Local functions
+        take precedence over forwarded ones of the same name, and earlier links over
+        later ones (a warning is logged).
+        """
+        from ._links import ServerLink
+
+        link = ServerLink(
+            self, origin_host, origin_port, origin_path, server_secret, namespace=namespace,
+            local_namespace=local_namespace, encryption_enabled=encryption_enabled, ssl_context=ssl_context,
+            timeout=timeout, connect_timeout=connect_timeout, ping_interval=ping_interval,
+            ping_timeout=ping_timeout, max_backoff=max_backoff)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the server is closed")
+            self._links[link] = {}
+        self.log.info("linking to %s (namespace %s)", link.url, namespace)
+        link.start()
+        return link
+
+    def set_forwarded(self, link: ServerLink, offered: dict[str, dict[str, Any]]) -> None:
+        """Replace the functions *link* offers (called by the link as its origin changes)."""
+        ns = link.local_namespace
+        entries: dict[str, Registered] = {}
+        for fname, desc in offered.items():
+            if desc.get("kind") == "generator":
+                entries[fname] = Registered(fname, ns, _relay_stream(link, fname), "remote_gen", desc, link)
+            else:
+                entries[fname] = Registered(fname, ns, _relay_marker, "remote", desc, link)
+        with self._lock:
+            if link not in self._links:
+                return  # closed meanwhile
+            if _same_offer(self._links[link], entries):
+                return
+            self._links[link] = entries
+            self._views.clear()
+        self._push_functions(ns)
 
     def get_registered_functions(self, namespace: str = "DEFAULT") -> list[dict[str, Any]]:
         """Descriptions (name, namespace, signature, docstring...) of *namespace*'s functions."""
@@ -344,6 +435,12 @@ class EasyRpcServer:
         with self._lock:
             self._closing = True
             conns = list(self._connections)
+            links = list(self._links)
+        for link in links:
+            link.close()
+        with self._lock:
+            self._links.clear()
+            self._views.clear()
         deadline = time.monotonic() + grace
         for conn in conns:
             conn.drain(deadline)

@@ -1,0 +1,133 @@
+"""Server-to-server links: a server re-offers another server's functions (API §7).
+
+A link is a client engine inside the server. The functions it learns (and every later
+change, pushed by the origin) are registered in the local server as forwarded entries;
+calls to them are relayed over the link's one WebSocket and the replies routed back to
+the right caller. Each description carries the ``route`` of server ids it came through,
+so a function is never offered back to a server it passed through: cycles neither loop
+nor flood. When the link drops its functions disappear at once; when it comes back, so
+do they.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from . import _protocol as proto
+from ._client import CallFuture, ClientStream, Engine
+from .exceptions import EasyRpcError
+from .proxy import RemoteIterator
+
+if TYPE_CHECKING:
+    from ._server_conn import ServerConnection, _Call
+    from .server import EasyRpcServer
+
+__all__ = ["ServerLink"]
+
+log = logging.getLogger("easyrpc.link")
+
+
+class ServerLink:
+    """This server's connection to an origin server whose functions it re-offers."""
+
+    def __init__(
+        self,
+        server: EasyRpcServer,
+        origin_host: str,
+        origin_port: int,
+        origin_path: str,
+        server_secret: str | bytes,
+        *,
+        namespace: str = "DEFAULT",
+        local_namespace: str | None = None,
+        encryption_enabled: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.server = server
+        self.namespace = namespace
+        self.local_namespace = local_namespace or namespace
+        self.engine = Engine(
+            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
+            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
+            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
+            reconnect=True, max_backoff=max_backoff,
+        )
+        self.url = self.engine.url
+        self.engine.add_listener(self._sync)
+        self.engine.add_lost_listener(self._withdraw)
+
+    def start(self) -> None:
+        """Connect in the background, retrying with backoff until the origin answers."""
+        self.engine.start_in_background()
+
+    def close(self) -> None:
+        self.engine.close()
+        self._withdraw()
+
+    @property
+    def connected(self) -> bool:
+        return self.engine.connected
+
+    def _sync(self) -> None:
+        from .server import BUILTIN_LIST
+
+        own = self.server.server_id
+        offered: dict[str, dict[str, Any]] = {}
+        for spec in self.engine.functions.values():
+            route = spec.description.get("route")
+            route = [r for r in route if isinstance(r, str)] if isinstance(route, list) else []
+            if spec.name == BUILTIN_LIST or own in route:
+                continue  # the origin's builtin, or one of ours coming back round a cycle
+            desc = dict(spec.description)
+            desc["namespace"] = self.local_namespace
+            desc["route"] = route + [own]
+            offered[spec.name] = desc
+        log.info("link %s offers %d functions in namespace %s", self.url, len(offered), self.local_namespace)
+        self.server.set_forwarded(self, offered)
+
+    def _withdraw(self) -> None:
+        self.server.set_forwarded(self, {})
+
+    # --- relaying calls ----------------------------------------------------------------
+    def forward(self, conn: ServerConnection, msg: proto.Call, task: _Call) -> None:
+        """Relay a plain call; its reply (or error) is sent back when the origin answers."""
+        fut = CallFuture(self.engine)
+        task.future = fut  # cancelling the downstream call cancels the upstream one
+        try:
+            self.engine.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
+        except EasyRpcError as exc:
+            conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(type(exc).__name__, str(exc))))
+            return
+
+        def done(f: Future[Any]) -> None:
+            if f.cancelled():
+                conn.finish(msg.id, task, None)
+                return
+            exc = f.exception()
+            if exc is None:
+                payload = proto.encode_result(msg.id, f.result())
+            else:
+                wire = proto.error_passthrough(exc) or proto.error_wire(type(exc).__name__, f"{self.url}: {exc}")
+                payload = proto.encode_failure(msg.id, wire)
+            conn.finish(msg.id, task, payload)
+
+        fut.add_done_callback(done)
+
+    def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
+        """Relay a generator: iterated by the local stream pump, closed when it is."""
+        item = ClientStream(self.engine, self.engine.stream_window, self.engine.timeout)
+        self.engine.submit(item, name, args, kwargs, None)
+        it = RemoteIterator(item)
+        try:
+            yield from it
+        finally:
+            it.close()
