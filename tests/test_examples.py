@@ -98,3 +98,14 @@ def test_flask_app_example_serves_routes_and_rpc() -> None:
         assert out.split() == ["5", "False", "2", "HELLO"]
     finally:
         _stop(proc)
+
+
+def test_cluster_example_chain_of_three_processes() -> None:
+    for port in (8091, 8092, 8093):
+        if _port_open(port):
+            pytest.fail(f"port {port} is taken; the cluster example needs it free")
+    done = subprocess.run([sys.executable, str(EXAMPLES / "cluster" / "run_chain.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "['count_a', 'count_b', 'count_c', 'where_a', 'where_b', 'where_c']" in done.stdout
+    assert "where_c -> c" in done.stdout and "count_c(3) -> ['c:0', 'c:1', 'c:2']" in done.stdout
