@@ -363,10 +363,13 @@ class Engine:
         except ConnectionLost:
             pass
 
-    def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> None:
+    def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
+               *, send: bool = True) -> None:
         """Register *item* (a CallFuture or ClientStream) and send its call.
 
-        Raises SerializationError (nothing sent) if the arguments are not JSON.
+        Raises SerializationError (nothing sent) if the arguments are not JSON. With
+        ``send=False`` the caller sends it later with :meth:`send_item` (easyrpc.aio does,
+        off the event loop, for big payloads).
         """
         window = item.window if isinstance(item, ClientStream) else 0
         now = time.monotonic()
@@ -398,6 +401,11 @@ class Engine:
         if deadline is not None:
             item.deadline = deadline
             self._queue.put((deadline, call_id, item))
+        if send:
+            self._send_item(item)
+
+    def send_item(self, item: Pending) -> None:
+        """Send a call registered with ``submit(..., send=False)``."""
         self._send_item(item)
 
     def _send_item(self, item: Pending) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -193,3 +194,37 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+class _SecretWatch(logging.Handler):
+    """Sees every log record of the whole run, at every level, and notes any that shows the secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - a record that cannot format cannot leak through us either
+            return
+        if SECRET in text:
+            self.leaks.append(text[:300])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_never_logged() -> Iterator[None]:
+    """No log line of the whole test run contains the secret (checked at the end of the run)."""
+    watch = _SecretWatch()
+    watch.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s %(exc_text)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(watch)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(watch)
+    root.setLevel(old_level)
+    assert watch.records > 0, "the watch saw no log records at all"
+    assert not watch.leaks, f"the secret appeared in {len(watch.leaks)} log lines, e.g. {watch.leaks[0]}"

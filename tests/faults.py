@@ -27,6 +27,7 @@ class Relay:
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.stalled = threading.Event()
+        self.stalled_down = threading.Event()  # only server -> client
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self._spawn(self._accept_loop, "test-relay-accept")
@@ -59,7 +60,9 @@ class Relay:
                 time.sleep(0.01)
                 continue
             try:
-                readable, _, _ = select.select(socks, [], [], 0.05)
+                # while the downstream is stalled, leave the server's data unread
+                watch = [a] if self.stalled_down.is_set() else socks
+                readable, _, _ = select.select(watch, [], [], 0.05)
                 for s in readable:
                     data = s.recv(1 << 16)
                     if not data:
@@ -88,8 +91,13 @@ class Relay:
     def stall(self) -> None:
         self.stalled.set()
 
+    def stall_downstream(self) -> None:
+        """Stop relaying server -> client only: the client looks like a consumer that stopped reading."""
+        self.stalled_down.set()
+
     def resume(self) -> None:
         self.stalled.clear()
+        self.stalled_down.clear()
 
     def close(self) -> None:
         self.stopping.set()

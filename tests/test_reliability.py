@@ -258,3 +258,22 @@ def test_a_100_mb_string_round_trips(server: Any, connect: Any) -> None:
     p = connect(server)
     big = "x" * (100 * 1024 * 1024)
     assert p.echo(big) == big
+
+
+def test_a_stalled_consumer_blocks_only_its_own_connection(relay: Relay, server: Any) -> None:
+    """A client that stops reading while big replies are owed stalls only itself; others carry on."""
+    stalled = EasyRpcProxy.create(relay.host, relay.port, "/ws/test", server_secret=SECRET, ping_interval=60)
+    healthy = EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
+    try:
+        relay.stall_downstream()
+        big = "z" * 4_000_000
+        futs = [stalled.echo.submit(big) for _ in range(4)]  # ~16 MB owed to a peer that reads nothing
+        for i in range(200):
+            assert healthy.echo(i) == i
+        assert list(healthy.count_up(50)) == list(range(50))
+        assert not all(f.done() for f in futs)  # the stalled side really was stuck meanwhile
+        relay.resume()
+        assert all(f.result(30) == big for f in futs)  # and nothing was lost meanwhile
+    finally:
+        stalled.close()
+        healthy.close()

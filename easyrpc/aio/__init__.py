@@ -32,6 +32,7 @@ from ..exceptions import CallTimeout
 __all__ = ["EasyRpcProxy", "AsyncRemoteIterator"]
 
 T = TypeVar("T")
+_SEND_OFF_LOOP = 1 << 20  # payloads this big are written off the event loop
 
 
 async def _off_loop(fn: Callable[[], T], name: str, on_abandon: Callable[[], object] | None = None) -> T:
@@ -160,7 +161,15 @@ class EasyRpcProxy(ProxyBase):
         async def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
-            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
+            engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
+            if len(fut.payload) < _SEND_OFF_LOOP:
+                engine.send_item(fut)
+            else:  # writing megabytes would stall the event loop: write on a helper thread
+                try:
+                    await _off_loop(lambda: engine.send_item(fut), "send")
+                except asyncio.CancelledError:
+                    fut.cancel()
+                    raise
             return await asyncio.wrap_future(fut)
 
         return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
