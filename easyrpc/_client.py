@@ -213,6 +213,7 @@ class Engine:
         self.functions: dict[str, FunctionSpec] = {}
         self._listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
+        self._ever_connected = False
         self._reader: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
@@ -295,6 +296,7 @@ class Engine:
             self._cipher = cipher
             self._last_seen = time.monotonic()
         self._set_functions(functions)
+        self._ever_connected = True
         self._connected.set()
         self._flush_unsent()
 
@@ -588,6 +590,7 @@ class Engine:
             # full jitter: spread a crowd of proxies reconnecting to one server
             if self._closing.wait(random.uniform(delay / 2, delay)):
                 return False
+            first = not self._ever_connected
             try:
                 self._connect_once()
             except AuthenticationError as exc:
@@ -595,7 +598,7 @@ class Engine:
             except ConnectionError as exc:
                 log.info("reconnecting to %s failed: %s", self.url, exc)
             else:
-                log.info("reconnected to %s", self.url)
+                log.info("%s %s", "connected to" if first else "reconnected to", self.url)
                 return True
             delay = min(delay * 2, self.max_backoff)
         return False

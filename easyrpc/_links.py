@@ -116,7 +116,7 @@ class ServerLink:
             if exc is None:
                 payload = proto.encode_result(msg.id, f.result())
             else:
-                wire = proto.error_passthrough(exc) or proto.error_wire(type(exc).__name__, f"{self.url}: {exc}")
+                wire = proto.error_passthrough(exc) or proto.error_wire(type(exc).__name__, str(exc))
                 payload = proto.encode_failure(msg.id, wire)
             conn.finish(msg.id, task, payload)
 

@@ -173,7 +173,10 @@ def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[st
     if passed is not None:
         return passed
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__ == "builtins" or cls.__module__.startswith("easyrpc"):
+        name = cls.__qualname__  # builtins and easyrpc's own errors go by their bare names
+    else:
+        name = f"{cls.__module__}.{cls.__qualname__}"
     tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__)) if include_traceback else ""
     try:
         message = str(exc)

@@ -384,20 +384,24 @@ class EasyRpcServer:
 
     # --- execution resources -----------------------------------------------------------
     def executor(self) -> ThreadPoolExecutor:
+        """The bounded worker pool for plain and generator functions (created on first use)."""
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="easyrpc-worker")
             return self._pool
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop thread's loop, for ``async def`` functions (started on first use)."""
         return self._loop.get()
 
     @property
     def secret(self) -> Secret:
+        """The shared secret, wrapped so that it never shows in logs or reprs."""
         return self._secret
 
     # --- connections -------------------------------------------------------------------
     def add_connection(self, conn: ServerConnection) -> bool:
+        """Track an authenticated connection; False once the server is closing."""
         with self._lock:
             if self._closing:
                 return False
@@ -405,6 +409,7 @@ class EasyRpcServer:
             return True
 
     def remove_connection(self, conn: ServerConnection) -> None:
+        """Forget a connection that has ended."""
         with self._lock:
             self._connections.discard(conn)
 
@@ -449,6 +454,15 @@ class EasyRpcServer:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Queued calls are dropped; running ones cannot be interrupted: wait for them
+            # only as long as the grace period allows.
+            pool.shutdown(wait=False, cancel_futures=True)
+            busy = 0
+            for thread in list(getattr(pool, "_threads", ())):
+                thread.join(max(0.0, deadline - time.monotonic()))
+                busy += thread.is_alive()
+            if busy:
+                self.log.warning("%d worker threads still run functions after the grace period; "
+                                 "they end when those functions return", busy)
         self._loop.close()
         self.log.info("easyrpc server on %s closed", self.path)

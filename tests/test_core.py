@@ -284,3 +284,27 @@ def test_frame_cipher_detects_tamper_replay_and_reorder() -> None:
     other = Secret("abcd1234").frame_cipher(new_nonce(), cn, True)
     with pytest.raises(ProtocolError):
         other.open(client.seal(b"x"))  # a key from another handshake
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    import easyrpc.aio
+    import easyrpc.proxy
+    import easyrpc.server
+
+    missing = []
+    for mod in (easyrpc, easyrpc.exceptions, easyrpc.proxy, easyrpc.server, easyrpc.aio):
+        assert inspect.getdoc(mod), mod.__name__
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if name.startswith("__"):
+                continue
+            if not inspect.getdoc(obj):
+                missing.append(f"{mod.__name__}.{name}")
+            if inspect.isclass(obj) and obj.__module__.startswith("easyrpc"):
+                for attr, value in vars(obj).items():
+                    if attr.startswith("_"):
+                        continue
+                    func = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+                    if (callable(func) or isinstance(func, property)) and not inspect.getdoc(func):
+                        missing.append(f"{mod.__name__}.{name}.{attr}")
+    assert missing == []

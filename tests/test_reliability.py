@@ -277,3 +277,17 @@ def test_a_stalled_consumer_blocks_only_its_own_connection(relay: Relay, server:
     finally:
         stalled.close()
         healthy.close()
+
+
+def test_server_close_is_bounded_by_its_grace_period(serve: Any) -> None:
+    """close(grace) returns after about grace seconds even while a plain function still runs."""
+    app, rpc, _ = build_app()
+    served = serve(app, rpc)
+    with EasyRpcProxy.create("127.0.0.1", served.port, "/ws/test", server_secret=SECRET, reconnect=False) as p:
+        fut = p.slow.submit(2.0)
+        assert wait_for(lambda: rpc.active_calls == 1, timeout=2)
+        start = time.monotonic()
+        rpc.close(grace=0.3)
+        assert time.monotonic() - start < 1.2
+        with pytest.raises(ConnectionLost):
+            fut.result(5)

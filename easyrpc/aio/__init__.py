@@ -95,6 +95,7 @@ class AsyncRemoteIterator:
         self._stream.close()
 
     def close(self) -> None:
+        """Stop the stream (usable from synchronous code, e.g. a finaliser)."""
         self._stream.close()
 
     async def __aenter__(self) -> AsyncRemoteIterator:
