@@ -41,12 +41,14 @@ class _Stop(Exception):
 class _Call:
     """A plain or async call in flight."""
 
-    __slots__ = ("future",)
+    __slots__ = ("future", "cancelled")
 
     def __init__(self) -> None:
         self.future: Future[Any] | None = None
+        self.cancelled = False
 
     def cancel(self) -> None:
+        self.cancelled = True  # a plain call still queued for a worker will not start
         if self.future is not None:
             self.future.cancel()
 
@@ -81,7 +83,7 @@ class _Stream:
         if self.is_async:
             self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), server.event_loop())
         else:
-            self.future = server.executor().submit(self._pump_sync)
+            server.executor().submit(self._pump_sync)
 
     def add_credit(self, n: int) -> None:
         with self.lock:
@@ -143,7 +145,6 @@ class _Stream:
             self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
 
     async def _pump_async(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._take():
                 try:
@@ -154,7 +155,7 @@ class _Stream:
                 except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
-                await loop.run_in_executor(self.conn.server.executor(), self.conn.send, self._item(item))
+                await asyncio.wrap_future(self.conn.server.executor().run(self.conn.send, self._item(item)))
             if self.cancelled:
                 await self.gen.aclose()
                 self._finish(None)
@@ -498,7 +499,7 @@ class ServerConnection:
             self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
         elif reg.kind == "sync":
             assert isinstance(task, _Call)
-            task.future = server.executor().submit(self._run_sync, msg.id, task, reg.func, msg.args, msg.kwargs)
+            server.executor().submit(self._run_sync, msg.id, task, reg.func, msg.args, msg.kwargs)
         elif reg.kind == "remote":
             assert isinstance(task, _Call) and reg.link is not None
             reg.link.forward(self, msg, task)
@@ -523,6 +524,8 @@ class ServerConnection:
                 "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
 
     def _run_sync(self, call_id: int, task: _Call, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+        if task.cancelled:
+            return  # cancelled (or timed out) while it waited for a worker
         payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
@@ -541,8 +544,7 @@ class ServerConnection:
             raise
         except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
             payload = self.failure(call_id, exc)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.server.executor(), self.finish, call_id, task, payload)
+        await asyncio.wrap_future(self.server.executor().run(self.finish, call_id, task, payload))
 
     def finish(self, call_id: int, task: _Call | _Stream, payload: bytes | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""

@@ -22,11 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handshake import Secret
+from ._pool import WorkerPool
 from ._signature import describe_function, is_identifier
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class EasyRpcServer:
         self.server_id = uuid.uuid4().hex  # identifies this server in forwarded routes
         self._closing = False
         self._max_workers = max_workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._loop = _LoopThread("easyrpc-server-loop")
         self.app: Flask | None = None
         if app is not None:
@@ -383,11 +383,11 @@ class EasyRpcServer:
             conn.push_functions()
 
     # --- execution resources -----------------------------------------------------------
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> WorkerPool:
         """The bounded worker pool for plain and generator functions (created on first use)."""
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="easyrpc-worker")
+                self._pool = WorkerPool(self._max_workers)
             return self._pool
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
@@ -456,11 +456,7 @@ class EasyRpcServer:
         if pool is not None:
             # Queued calls are dropped; running ones cannot be interrupted: wait for them
             # only as long as the grace period allows.
-            pool.shutdown(wait=False, cancel_futures=True)
-            busy = 0
-            for thread in list(getattr(pool, "_threads", ())):
-                thread.join(max(0.0, deadline - time.monotonic()))
-                busy += thread.is_alive()
+            busy = pool.shutdown(deadline)
             if busy:
                 self.log.warning("%d worker threads still run functions after the grace period; "
                                  "they end when those functions return", busy)
