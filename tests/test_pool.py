@@ -48,9 +48,9 @@ def test_run_returns_a_future_and_errors_do_not_kill_workers() -> None:
 
 def test_shutdown_waits_only_until_the_deadline() -> None:
     pool = WorkerPool(1)
-    stop = threading.Event()
-    pool.submit(stop.wait, 5)
-    time.sleep(0.05)
+    stop, running = threading.Event(), threading.Event()
+    pool.submit(lambda: (running.set(), stop.wait(5)))
+    assert running.wait(5)
     start = time.monotonic()
     assert pool.shutdown(time.monotonic() + 0.2) == 1  # still busy
     assert time.monotonic() - start < 1
