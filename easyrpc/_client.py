@@ -17,8 +17,9 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -27,7 +28,17 @@ import websocket
 from . import _protocol as proto
 from ._handshake import FrameCipher, Secret, new_nonce
 from ._signature import FunctionSpec, spec_from_description
-from ._transport import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, write_close, write_frame
+from ._transport import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    frame_bytes,
+    write_close,
+    write_frame,
+)
 from .exceptions import (
     AuthenticationError,
     CallTimeout,
@@ -41,7 +52,92 @@ __all__ = ["Engine", "CallFuture", "ClientStream", "END"]
 log = logging.getLogger("easyrpc.proxy")
 
 END: Any = object()  # resolves a stream's future when the stream has ended
+_BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _STOP: Any = object()
+
+
+def bridge_to_loop(fut: Future[Any], loop: Any) -> Any:
+    """An asyncio future on *loop* that the engine settles together with *fut*.
+
+    ``asyncio.wrap_future`` would attach a callback to *fut*, sending its settlement
+    through the dispatcher thread; a bridge is settled straight from whichever engine
+    thread settles *fut*, with ``call_soon_threadsafe`` (no user code runs there).
+    Cancelling the returned future cancels *fut* (and so the call on the server).
+    """
+    afut = loop.create_future()
+    bridge = (_inbox_for(loop), afut)
+    fut.loop_bridge = bridge  # type: ignore[attr-defined]
+    if fut.done():  # settled before the bridge existed
+        if fut.cancelled():
+            afut.cancel()
+        else:
+            settle_in_loop(bridge, None if fut.exception() else fut.result(), fut.exception())
+
+    def on_done(done: Any) -> None:
+        if done.cancelled():
+            fut.cancel()
+
+    afut.add_done_callback(on_done)
+    return afut
+
+
+def settle_in_loop(bridge: tuple[_LoopInbox, Any], value: Any, exc: BaseException | None) -> None:
+    inbox, afut = bridge
+    inbox.put(afut, value, exc)
+
+
+class _LoopInbox:
+    """Settlements bound for one event loop, delivered in batches.
+
+    ``call_soon_threadsafe`` writes to the loop's self-pipe on every call; when replies
+    arrive in bursts (64 calls in flight), one wake-up settles them all.
+    """
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = weakref.ref(loop)  # the inbox lives in a weak mapping keyed by the loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[Any, Any, BaseException | None]] = []
+        self.scheduled = False
+
+    def put(self, afut: Any, value: Any, exc: BaseException | None) -> None:
+        with self.lock:
+            self.items.append((afut, value, exc))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        loop = self.loop()
+        try:
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:  # the event loop is closed: nobody awaits any more
+            with self.lock:
+                self.items.clear()
+                self.scheduled = False
+
+    def drain(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+            self.scheduled = False
+        for afut, value, exc in items:
+            if afut.done():
+                continue
+            if exc is not None:
+                afut.set_exception(exc)
+            else:
+                afut.set_result(value)
+
+
+_inboxes: weakref.WeakKeyDictionary[Any, _LoopInbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def _inbox_for(loop: Any) -> _LoopInbox:
+    with _inboxes_lock:
+        inbox = _inboxes.get(loop)
+        if inbox is None:
+            inbox = _inboxes[loop] = _LoopInbox(loop)
+        return inbox
 
 
 class CallFuture(Future[Any]):
@@ -343,17 +439,27 @@ class Engine:
                 log.exception("function-list listener failed")
 
     # --- sending -----------------------------------------------------------------------
-    def _send(self, payload: bytes) -> None:
-        """Send one message now; raises ConnectionLost if not connected."""
+    def _send(self, *payloads: bytes) -> None:
+        """Send messages now, in order; small ones in one write. ConnectionLost if not connected."""
         with self._send_lock:
             ws, cipher = self._ws, self._cipher
             if ws is None or not self._connected.is_set():
                 raise ConnectionLost("not connected")
+            opcode = OP_BINARY if cipher is not None else OP_TEXT
             try:
-                if cipher is not None:
-                    write_frame(_sock_of(ws), OP_BINARY, cipher.seal(payload))
-                else:
-                    write_frame(_sock_of(ws), OP_TEXT, payload)
+                sock = _sock_of(ws)
+                batch: list[bytes] = []
+                for payload in payloads:
+                    data = cipher.seal(payload) if cipher is not None else payload
+                    if len(data) <= _BATCH_LIMIT:
+                        batch.append(frame_bytes(opcode, data))
+                        continue
+                    if batch:
+                        sock.sendall(b"".join(batch))
+                        batch = []
+                    write_frame(sock, opcode, data)
+                if batch:
+                    sock.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
             except OSError as exc:
                 _shutdown(ws)
                 raise ConnectionLost(f"send failed: {exc}") from None
@@ -410,6 +516,20 @@ class Engine:
         """Send a call registered with ``submit(..., send=False)``."""
         self._send_item(item)
 
+    def send_items(self, items: Sequence[Pending]) -> None:
+        """Send several calls registered with ``send=False`` in as few writes as possible."""
+        with self._lock:
+            if not self._connected.is_set():
+                return  # sent on reconnect by _flush_unsent
+            ready = [it for it in items if not it.sent and self._pending.get(it.id) is it]
+            for it in ready:
+                it.sent = True
+        if ready:
+            try:
+                self._send(*(it.payload for it in ready))
+            except ConnectionLost:
+                pass  # the reader fails in-flight calls when it notices the drop
+
     def _send_item(self, item: Pending) -> None:
         with self._lock:
             if item.sent or self._pending.get(item.id) is not item or not self._connected.is_set():
@@ -448,11 +568,8 @@ class Engine:
         exc = CallTimeout(f"call {item.id}: {what}")
         if isinstance(item, ClientStream):
             item.end(exc)
-        elif not item.done():
-            try:
-                item.set_exception(exc)
-            except InvalidStateError:
-                pass
+        else:
+            self._settle(item, None, exc)
 
     # --- futures -----------------------------------------------------------------------
     def resolve(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
@@ -651,7 +768,10 @@ class Engine:
             else:
                 fut.set_result(value)
         except InvalidStateError:
-            pass  # cancelled or timed out meanwhile
+            return  # cancelled or timed out meanwhile
+        bridge = getattr(fut, "loop_bridge", None)
+        if bridge is not None:
+            settle_in_loop(bridge, value, exc)
 
     def _drain_queue(self) -> None:
         while True:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
 from .exceptions import ProtocolError
 
-__all__ = ["FrameReader", "write_frame", "write_close", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
+__all__ = ["FrameReader", "frame_bytes", "write_frame", "write_close", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 OP_CONT = 0x0
 OP_PING = 0x9
@@ -44,19 +45,53 @@ def _mask(key: bytes, data: bytes | memoryview) -> bytes:
     return (int.from_bytes(data, "little") ^ key_int).to_bytes(n, "little")
 
 
+class _MaskKeys:
+    """Masking keys from the OS's CSPRNG, fetched 4 KiB at a time.
+
+    A ``getrandom`` call per frame cost as much as the ``sendall`` itself here; RFC 6455
+    asks for unpredictable keys, not for one system call each.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        with self._lock:
+            if self._pos + 4 > len(self._pool):
+                self._pool = os.urandom(4096)
+                self._pos = 0
+            key = self._pool[self._pos:self._pos + 4]
+            self._pos += 4
+            return key
+
+
+_keys = _MaskKeys()
+
+
+def _header(opcode: int, n: int) -> bytes:
+    if n < 126:
+        return bytes((0x80 | opcode, 0x80 | n))
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    return struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+
+
+def frame_bytes(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame as bytes (for small payloads, to batch writes)."""
+    key = _keys.next()
+    return _header(opcode, len(payload)) + key + _mask(key, payload)
+
+
 def write_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
     """Write one final, masked client frame carrying *payload*, completely."""
     n = len(payload)
-    key = os.urandom(4)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
     if n <= _CHUNK:
-        sock.sendall(header + key + _mask(key, payload))
+        sock.sendall(frame_bytes(opcode, payload))
         return
+    key = _keys.next()
+    header = _header(opcode, n)
     sock.sendall(header + key)
     view = memoryview(payload)
     for start in range(0, n, _CHUNK):  # _CHUNK is a multiple of 4: the key stays aligned

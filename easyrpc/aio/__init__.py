@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .._client import END, CallFuture, ClientStream, Engine
+from .._client import END, CallFuture, ClientStream, Engine, bridge_to_loop
 from .._proxy_base import ProxyBase, make_function
 from .._signature import FunctionSpec, wire_from_bound
 from ..exceptions import CallTimeout
@@ -74,10 +74,12 @@ class AsyncRemoteIterator:
     async def __anext__(self) -> Any:
         fut = self._stream.next_future()
         try:
-            if self._stream.item_timeout is None:
-                value = await asyncio.wrap_future(fut)
+            if fut.done():  # buffered: no need to wait, or to wake the loop
+                value = fut.result()
+            elif self._stream.item_timeout is None:
+                value = await bridge_to_loop(fut, asyncio.get_running_loop())
             else:
-                value = await asyncio.wait_for(asyncio.wrap_future(fut), self._stream.item_timeout)
+                value = await asyncio.wait_for(bridge_to_loop(fut, asyncio.get_running_loop()), self._stream.item_timeout)
         except asyncio.TimeoutError:
             if fut.done() and not fut.cancelled():
                 raise  # the stream itself failed with a TimeoutError
@@ -116,7 +118,12 @@ class EasyRpcProxy(ProxyBase):
     Create it with ``await EasyRpcProxy.create(...)`` (the same parameters as
     :meth:`easyrpc.proxy.EasyRpcProxy.create`). Remote functions are coroutine functions
     with the origin's name, doc and signature; generator functions return async iterators.
+    A proxy belongs to the event loop that uses it.
     """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._outbox: list[CallFuture] = []
 
     @classmethod
     async def create(
@@ -163,17 +170,30 @@ class EasyRpcProxy(ProxyBase):
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
             engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
+            loop = asyncio.get_running_loop()
+            result = bridge_to_loop(fut, loop)
             if len(fut.payload) < _SEND_OFF_LOOP:
-                engine.send_item(fut)
+                self._queue_send(loop, fut)
             else:  # writing megabytes would stall the event loop: write on a helper thread
                 try:
                     await _off_loop(lambda: engine.send_item(fut), "send")
                 except asyncio.CancelledError:
                     fut.cancel()
                     raise
-            return await asyncio.wrap_future(fut)
+            return await result
 
         return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
+
+    def _queue_send(self, loop: asyncio.AbstractEventLoop, fut: CallFuture) -> None:
+        # Calls started in one turn of the event loop (a gather of 64, say) go out in one
+        # write at the end of the turn: a writer that coalesces.
+        if not self._outbox:
+            loop.call_soon(self._flush)
+        self._outbox.append(fut)
+
+    def _flush(self) -> None:
+        items, self._outbox = self._outbox, []
+        self._engine.send_items(items)
 
     async def close(self) -> None:
         """Close the connection (off the event loop); pending calls fail with ConnectionLost."""
