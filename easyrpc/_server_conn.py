@@ -200,6 +200,22 @@ class _Inbox(list):  # type: ignore[type-arg]
         self._conn.deliver(data)
 
 
+class _CloseSignal(threading.Event):
+    """Stands in for simple-websocket's wake-up event once the inbox reads messages.
+
+    simple-websocket sets it after every message (nobody waits on it any more) and when
+    the socket closes; only the latter matters, and it stops the connection's watcher.
+    """
+
+    def __init__(self, conn: ServerConnection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def set(self) -> None:
+        if not self._conn.ws.connected:
+            self._conn._stop.set()
+
+
 class ServerConnection:
     """The server's side of one WebSocket connection."""
 
@@ -362,6 +378,7 @@ class ServerConnection:
         # them (no hand-off to this thread); until the handshake is done they queue up.
         early = self.ws.input_buffer
         self.ws.input_buffer = _Inbox(self)
+        self.ws.event = _CloseSignal(self)
         self._early.extend(early)
         if not self.send(welcome):  # the welcome goes out in clear; later frames are sealed
             return False
@@ -391,7 +408,9 @@ class ServerConnection:
     def _watch(self) -> None:
         """Keepalive and close detection, on the handler thread, while the inbox reads."""
         server = self.server
-        tick = max(0.02, min(0.1, server.ping_interval / 2, server.ping_timeout / 2))
+        # A closing socket wakes us through _CloseSignal at once; the tick only paces
+        # keepalive (and catches a close simple-websocket signals before marking it).
+        tick = max(0.02, min(1.0, server.ping_interval / 2, server.ping_timeout / 2))
         while not self._closed and self.ws.connected:
             if self._stop.wait(tick):
                 return
