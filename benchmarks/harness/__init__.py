@@ -1,0 +1,1 @@
+"""The benchmark runner's parts: virtualenvs, processes, systems, reports (see ../README.md)."""
