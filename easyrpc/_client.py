@@ -153,8 +153,15 @@ class CallFuture(Future[Any]):
         self.no_limit = False
 
     def cancel(self) -> bool:
+        """Cancel the call (locally and on the server) unless it has already finished."""
         if not super().cancel():
             return False
+        # Nobody will run this future: notify now, so concurrent.futures.wait() and
+        # as_completed() count it as done (they only see CANCELLED_AND_NOTIFIED).
+        try:
+            self.set_running_or_notify_cancel()
+        except RuntimeError:
+            pass  # already notified by an earlier cancel()
         self.engine.forget(self.id, self, send_cancel=self.sent)
         return True
 
@@ -508,7 +515,8 @@ class Engine:
             item.no_limit = True
         if deadline is not None:
             item.deadline = deadline
-            self._queue.put((deadline, call_id, item))
+            # weakly: a call that finished must not be kept alive until its deadline
+            self._queue.put((deadline, call_id, weakref.ref(item)))
         if send:
             self._send_item(item)
 
@@ -526,7 +534,10 @@ class Engine:
                 it.sent = True
         if ready:
             try:
-                self._send(*(it.payload for it in ready))
+                payloads = [it.payload for it in ready]
+                for it in ready:
+                    it.payload = b""
+                self._send(*payloads)
             except ConnectionLost:
                 pass  # the reader fails in-flight calls when it notices the drop
 
@@ -535,8 +546,9 @@ class Engine:
             if item.sent or self._pending.get(item.id) is not item or not self._connected.is_set():
                 return  # sent on reconnect by _flush_unsent
             item.sent = True
+        payload, item.payload = item.payload, b""  # sent once: do not keep a big request alive
         try:
-            self._send(item.payload)
+            self._send(payload)
         except ConnectionLost:
             pass  # the reader fails in-flight calls when it notices the drop
 
@@ -631,6 +643,8 @@ class Engine:
                     log.info("server %s is going away: %s", self.url, msg.reason)
                     return f"the server is going away: {msg.reason}"
                 self._handle(msg)
+                # do not keep the last (possibly huge) frame alive while idle
+                data = msg = None  # type: ignore[assignment]
         except ProtocolError as exc:
             log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
             return f"protocol error: {exc}"
@@ -722,7 +736,7 @@ class Engine:
 
     # --- dispatcher thread -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        heap: list[tuple[float, int, Pending]] = []
+        heap: list[tuple[float, int, weakref.ref[Pending]]] = []
         tick = max(0.05, min(self.ping_interval, self.ping_timeout) / 4)
         ping_sent_at: float | None = None
         while True:
@@ -742,11 +756,15 @@ class Engine:
                     continue  # drain resolutions first; deadlines are checked on idle ticks
             now = time.monotonic()
             while heap and heap[0][0] <= now:
-                _, call_id, item = heapq.heappop(heap)
+                _, call_id, ref = heapq.heappop(heap)
+                item = ref()
+                if item is None:
+                    continue
                 with self._lock:
                     live = self._pending.get(call_id) is item and item.deadline is not None
                 if live:
                     self.expire(item)
+                del item
             # keepalive: ping when quiet, drop the socket when the server stays silent
             if self._connected.is_set():
                 silent = now - self._last_seen

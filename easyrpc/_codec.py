@@ -59,8 +59,10 @@ def dumps(obj: Any) -> bytes:
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON text (bytes must be UTF-8); raise ``ValueError`` on malformed input."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if not isinstance(data, str):
-        data = bytes(data).decode("utf-8")  # UnicodeDecodeError is a ValueError
+        data = str(data, "utf-8")  # no intermediate copy; UnicodeDecodeError is a ValueError
     try:
         return _decoder.decode(data)
     except RecursionError:

@@ -291,3 +291,31 @@ def test_server_close_is_bounded_by_its_grace_period(serve: Any) -> None:
         assert time.monotonic() - start < 1.2
         with pytest.raises(ConnectionLost):
             fut.result(5)
+
+
+def test_a_cancelled_future_counts_as_done_for_wait_and_as_completed(server: Any) -> None:
+    """cancel() notifies: concurrent.futures.wait() and as_completed() see the future done."""
+    from concurrent.futures import as_completed
+
+    with EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
+        fut = p.aslow.submit(5)
+        assert fut.cancel() and fut.cancel()
+        done, not_done = wait([fut], timeout=1)
+        assert done == {fut} and not not_done
+        assert list(as_completed([fut], timeout=1)) == [fut]
+        assert wait_for(lambda: server.counter.count("aslow.cancelled") == 1, timeout=2)
+
+
+def test_finished_calls_are_not_kept_alive_until_their_deadline(server: Any) -> None:
+    """A call with a time limit that has finished is freed at once, with its request and result."""
+    import gc
+    import weakref
+
+    with EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET, timeout=60) as p:
+        fut = p.echo.submit("x" * 1_000_000)
+        assert len(fut.result(10)) == 1_000_000
+        assert fut.payload == b""  # the sent request is not kept
+        ref = weakref.ref(fut)
+        del fut
+        gc.collect()
+        assert ref() is None
