@@ -790,6 +790,9 @@ class Engine:
         bridge = getattr(fut, "loop_bridge", None)
         if bridge is not None:
             settle_in_loop(bridge, value, exc)
+        relay = getattr(fut, "on_settle", None)
+        if relay is not None:  # easyrpc's own relay (server links), never user code
+            relay(fut)
 
     def _drain_queue(self) -> None:
         while True:

@@ -102,16 +102,10 @@ class ServerLink:
         """Relay a plain call; its reply (or error) is sent back when the origin answers."""
         fut = CallFuture(self.engine)
         task.future = fut  # cancelling the downstream call cancels the upstream one
-        try:
-            self.engine.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
-        except EasyRpcError as exc:
-            conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(type(exc).__name__, str(exc))))
-            return
 
         def done(f: Future[Any]) -> None:
-            if f.cancelled():
-                conn.finish(msg.id, task, None)
-                return
+            # Runs on the engine thread that settles the call (no hand-off to the
+            # dispatcher: this relays a reply, it runs no user code).
             exc = f.exception()
             if exc is None:
                 payload = proto.encode_result(msg.id, f.result())
@@ -120,7 +114,11 @@ class ServerLink:
                 payload = proto.encode_failure(msg.id, wire)
             conn.finish(msg.id, task, payload)
 
-        fut.add_done_callback(done)
+        fut.on_settle = done  # type: ignore[attr-defined]
+        try:
+            self.engine.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
+        except EasyRpcError as exc:
+            conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(type(exc).__name__, str(exc))))
 
     def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
         """Relay a generator: iterated by the local stream pump, closed when it is."""
