@@ -520,6 +520,12 @@ class Engine:
         if send:
             self._send_item(item)
 
+    def open_stream(self, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> ClientStream:
+        """Start a generator call; *timeout* (default: the proxy's) limits each item."""
+        stream = ClientStream(self, self.stream_window, timeout if timeout is not None else self.timeout)
+        self.submit(stream, fn, args, kwargs, timeout)
+        return stream
+
     def send_item(self, item: Pending) -> None:
         """Send a call registered with ``submit(..., send=False)``."""
         self._send_item(item)

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
-from ._client import CallFuture, ClientStream, Engine
+from ._client import CallFuture, Engine
 from .exceptions import EasyRpcError
 from .proxy import RemoteIterator
 
@@ -122,9 +122,7 @@ class ServerLink:
 
     def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
         """Relay a generator: iterated by the local stream pump, closed when it is."""
-        item = ClientStream(self.engine, self.engine.stream_window, self.engine.timeout)
-        self.engine.submit(item, name, args, kwargs, None)
-        it = RemoteIterator(item)
+        it = RemoteIterator(self.engine.open_stream(name, args, kwargs, None))
         try:
             yield from it
         finally:

@@ -342,12 +342,6 @@ class PendingTable(Generic[T]):
     def pop(self, call_id: int) -> T | None:
         return self._items.pop(call_id, None)
 
-    def drain(self) -> list[T]:
-        """Remove and return everything pending (the connection dropped)."""
-        items = list(self._items.values())
-        self._items.clear()
-        return items
-
     def __len__(self) -> int:
         return len(self._items)
 

@@ -129,10 +129,7 @@ class EasyRpcProxy(ProxyBase):
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
-                wargs, wkwargs = wire_from_bound(spec, args, kwargs)
-                item = ClientStream(engine, engine.stream_window, timeout if timeout is not None else engine.timeout)
-                engine.submit(item, spec.name, wargs, wkwargs, timeout)
-                return RemoteIterator(item)
+                return RemoteIterator(engine.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
 
             return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
 

@@ -158,7 +158,8 @@ def test_pending_table() -> None:
     a, b = table.add("a"), table.add("b")
     assert a != b and len(table) == 2
     assert table.pop(a) == "a" and table.pop(a) is None
-    assert table.drain() == ["b"] and len(table) == 0
+    assert list(table) == [b] and table.get(b) == "b"
+    assert table.pop(b) == "b" and len(table) == 0
 
 
 # --- errors ------------------------------------------------------------------------------
