@@ -85,7 +85,8 @@ def link(rpc: EasyRpcServer, to: Served, **kw: Any) -> Any:
     return rpc.create_server_proxy("127.0.0.1", to.port, PATH, SECRET, max_backoff=0.2, **kw)
 
 
-def test_a_client_of_a_calls_c_through_b(cluster: Cluster) -> None:
+def chain(cluster: Cluster) -> tuple[Served, Served, Served, EasyRpcServer, Counter]:
+    """A <- B <- C: B offers C's functions, A offers B's; returns the three and C's server."""
     counter = Counter()
     c_app, c_rpc = node("c", counter)
     c = cluster.start(c_app, c_rpc)
@@ -95,6 +96,11 @@ def test_a_client_of_a_calls_c_through_b(cluster: Cluster) -> None:
     a_app, a_rpc = node("a")
     a = cluster.start(a_app, a_rpc)
     link(a_rpc, b)
+    return a, b, c, c_rpc, counter
+
+
+def test_a_client_of_a_calls_c_through_b(cluster: Cluster) -> None:
+    a, b, c, c_rpc, counter = chain(cluster)
     with EasyRpcProxy.create("127.0.0.1", a.port, PATH, server_secret=SECRET, timeout=10) as p:
         assert wait_for(lambda: "c_echo" in p and "whoami_b" in p, timeout=5)
         assert str(inspect.signature(p.c_echo)) == "(value: Any, *, tag: str = 'c') -> Any"
@@ -114,15 +120,7 @@ def test_a_client_of_a_calls_c_through_b(cluster: Cluster) -> None:
 
 
 def test_timeouts_and_cancellation_propagate_along_the_chain(cluster: Cluster) -> None:
-    counter = Counter()
-    c_app, c_rpc = node("c", counter)
-    c = cluster.start(c_app, c_rpc)
-    b_app, b_rpc = node("b")
-    b = cluster.start(b_app, b_rpc)
-    link(b_rpc, c)
-    a_app, a_rpc = node("a")
-    a = cluster.start(a_app, a_rpc)
-    link(a_rpc, b)
+    a, b, c, c_rpc, counter = chain(cluster)
     with EasyRpcProxy.create("127.0.0.1", a.port, PATH, server_secret=SECRET, timeout=0.3) as p:
         assert wait_for(lambda: "c_slow" in p, timeout=5)
         with pytest.raises(CallTimeout):
@@ -167,15 +165,7 @@ def test_a_cycle_neither_loops_nor_echoes(cluster: Cluster) -> None:
 
 
 def test_link_drop_withdraws_functions_and_restore_brings_them_back(cluster: Cluster) -> None:
-    counter = Counter()
-    c_app, c_rpc = node("c", counter)
-    c = cluster.start(c_app, c_rpc)
-    b_app, b_rpc = node("b")
-    b = cluster.start(b_app, b_rpc)
-    link(b_rpc, c)
-    a_app, a_rpc = node("a")
-    a = cluster.start(a_app, a_rpc)
-    link(a_rpc, b)
+    a, b, c, c_rpc, counter = chain(cluster)
     with EasyRpcProxy.create("127.0.0.1", a.port, PATH, server_secret=SECRET, timeout=5) as p:
         assert wait_for(lambda: "c_echo" in p, timeout=5)
         held = p.c_echo
