@@ -439,11 +439,7 @@ class Engine:
                 continue
             specs[spec.name] = spec
         self.functions = specs
-        for callback in list(self._listeners):
-            try:
-                callback()
-            except Exception:  # a listener's bug must not stop the reader
-                log.exception("function-list listener failed")
+        _notify(self._listeners, "function-list")
 
     # --- sending -----------------------------------------------------------------------
     def _send(self, *payloads: bytes) -> None:
@@ -518,7 +514,7 @@ class Engine:
             # weakly: a call that finished must not be kept alive until its deadline
             self._queue.put((deadline, call_id, weakref.ref(item)))
         if send:
-            self._send_item(item)
+            self.send_items((item,))
 
     def open_stream(self, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> ClientStream:
         """Start a generator call; *timeout* (default: the proxy's) limits each item."""
@@ -526,12 +522,12 @@ class Engine:
         self.submit(stream, fn, args, kwargs, timeout)
         return stream
 
-    def send_item(self, item: Pending) -> None:
-        """Send a call registered with ``submit(..., send=False)``."""
-        self._send_item(item)
-
     def send_items(self, items: Sequence[Pending]) -> None:
-        """Send several calls registered with ``send=False`` in as few writes as possible."""
+        """Send registered calls not sent yet, in as few writes as possible.
+
+        Each is sent once; a call whose request is still unsent while disconnected is
+        sent on reconnect (by ``_flush_unsent``). The encoded request is dropped once
+        sent, so a big one is not kept alive."""
         with self._lock:
             if not self._connected.is_set():
                 return  # sent on reconnect by _flush_unsent
@@ -547,26 +543,15 @@ class Engine:
             except ConnectionLost:
                 pass  # the reader fails in-flight calls when it notices the drop
 
-    def _send_item(self, item: Pending) -> None:
-        with self._lock:
-            if item.sent or self._pending.get(item.id) is not item or not self._connected.is_set():
-                return  # sent on reconnect by _flush_unsent
-            item.sent = True
-        payload, item.payload = item.payload, b""  # sent once: do not keep a big request alive
-        try:
-            self._send(payload)
-        except ConnectionLost:
-            pass  # the reader fails in-flight calls when it notices the drop
-
     def _flush_unsent(self) -> None:
         with self._lock:
             unsent = [self._pending.get(i) for i in self._pending]
-        for item in unsent:
-            if item is not None and not item.sent:
-                if item.no_limit:
-                    # it waited for the connection; now it may run as long as it needs
-                    item.deadline = None
-                self._send_item(item)
+        waiting = [item for item in unsent if item is not None and not item.sent]
+        for item in waiting:
+            if item.no_limit:
+                # it waited for the connection; now it may run as long as it needs
+                item.deadline = None
+        self.send_items(waiting)
 
     def forget(self, call_id: int, item: Pending, *, send_cancel: bool) -> None:
         """Drop *item* from the request table; tell the server to stop if it was sent."""
@@ -702,11 +687,7 @@ class Engine:
         if not self._closing.is_set():
             log.warning("connection to %s lost: %s", self.url, reason)
         self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
-        for callback in list(self._lost_listeners):
-            try:
-                callback()
-            except Exception:  # a listener's bug must not stop the reader
-                log.exception("connection-lost listener failed")
+        _notify(self._lost_listeners, "connection-lost")
 
     def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
         with self._lock:
@@ -817,6 +798,14 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     if opcode != websocket.ABNF.OPCODE_TEXT:
         raise ProtocolError("expected a text frame during the handshake")
     return bytes(data)
+
+
+def _notify(listeners: list[Callable[[], None]], what: str) -> None:
+    for callback in list(listeners):
+        try:
+            callback()
+        except Exception:  # a listener's bug must not stop the reader
+            log.exception("%s listener failed", what)
 
 
 def _sock_of(ws: websocket.WebSocket) -> socket.socket:

@@ -109,16 +109,15 @@ class ServerLink:
             exc = f.exception()
             if exc is None:
                 payload = proto.encode_result(msg.id, f.result())
-            else:
-                wire = proto.error_passthrough(exc) or proto.error_wire(type(exc).__name__, str(exc))
-                payload = proto.encode_failure(msg.id, wire)
+            else:  # the origin's error passes through; a lost link or timeout by its own name
+                payload = proto.encode_failure(msg.id, proto.error_to_wire(exc, include_traceback=False))
             conn.finish(msg.id, task, payload)
 
         fut.on_settle = done  # type: ignore[attr-defined]
         try:
             self.engine.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
         except EasyRpcError as exc:
-            conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(type(exc).__name__, str(exc))))
+            conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_to_wire(exc, include_traceback=False)))
 
     def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
         """Relay a generator: iterated by the local stream pump, closed when it is."""

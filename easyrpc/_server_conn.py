@@ -390,10 +390,7 @@ class ServerConnection:
         """The handshake is complete: handle what arrived meanwhile, then go direct."""
         with self._inbox_lock:
             for data in self._early:
-                try:
-                    self._on_frame(data)
-                except _Stop:
-                    self._stop.set()
+                if not self._handle_message(data):
                     break
             self._early.clear()
             self._ready = True
@@ -433,12 +430,18 @@ class ServerConnection:
                 if not self._ready:  # the handshake is still finishing: keep order
                     self._early.append(data)
                     return
+        self._handle_message(data)
+
+    def _handle_message(self, data: bytes | str) -> bool:
+        """Handle one message; False once the connection must end."""
         try:
             self._on_frame(data)
         except _Stop:
             self._stop.set()
+            return False
         except Exception:  # this runs on simple-websocket's thread: never let it die
             self.log.exception("connection %s: failed to handle a message", self.cid)
+        return True
 
     def _on_frame(self, data: bytes | str) -> None:
         if self._cipher is not None:

@@ -173,7 +173,7 @@ class EasyRpcProxy(ProxyBase):
                 self._queue_send(loop, fut)
             else:  # writing megabytes would stall the event loop: write on a helper thread
                 try:
-                    await _off_loop(lambda: engine.send_item(fut), "send")
+                    await _off_loop(lambda: engine.send_items((fut,)), "send")
                 except asyncio.CancelledError:
                     fut.cancel()
                     raise
