@@ -5,6 +5,14 @@ and reconnects after a drop; one dispatcher thread (``easyrpc-dispatch``) that r
 futures, enforces call deadlines and keeps the connection alive with pings. Callers
 encode and send their own requests (under the send lock), so a call costs no hand-off
 on the way out. ``easyrpc.proxy`` and ``easyrpc.aio`` both drive this engine.
+
+Reading is a role one thread holds at a time (leader/follower). A blocking call whose
+thread finds the role free reads the socket itself until its reply arrives, settling
+whatever else arrives meanwhile, so a sequential caller is woken by the kernel, not by
+another thread. The reader thread holds the role otherwise: while futures, streams or
+asyncio calls wait, and whenever the connection is idle (keepalive, pushed function
+lists); it steps aside, for a moment, only after it has answered a blocking caller and
+nothing else is in flight.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ log = logging.getLogger("easyrpc.proxy")
 END: Any = object()  # resolves a stream's future when the stream has ended
 _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _STOP: Any = object()
+_READER: Any = object()  # the reader thread holds the reading role
+_STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
 
 
 def bridge_to_loop(fut: Future[Any], loop: Any) -> Any:
@@ -151,6 +161,7 @@ class CallFuture(Future[Any]):
         self.sent = False
         self.deadline: float | None = None
         self.no_limit = False
+        self.leads = False  # a blocking caller waits for it and will read its own reply
 
     def cancel(self) -> bool:
         """Cancel the call (locally and on the server) unless it has already finished."""
@@ -183,6 +194,7 @@ class ClientStream:
         self.sent = False
         self.deadline: float | None = None
         self.no_limit = False
+        self.leads = False
         self._lock = threading.Lock()
         self._items: deque[Any] = deque()
         self._waiter: Future[Any] | None = None
@@ -319,6 +331,11 @@ class Engine:
         self._ever_connected = False
         self._reader: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
+        # the reading role: None (free), _READER, or a blocking caller's thread ident
+        self._role_cond = threading.Condition(threading.Lock())
+        self._role: Any = None
+        self._reader_wanted = True  # the reader thread must take the role as soon as free
+        self._leader_seen = False  # a blocking caller wanted the role the reader held
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -342,6 +359,8 @@ class Engine:
                     pass
             _shutdown(ws)
         self._queue.put(_STOP)
+        with self._role_cond:
+            self._role_cond.notify_all()
         current = threading.current_thread()
         for thread in (self._reader, self._dispatcher):
             if thread is not None and thread is not current:
@@ -360,11 +379,11 @@ class Engine:
         return self._connected.is_set()
 
     def add_listener(self, callback: Callable[[], None]) -> None:
-        """Call *callback* (on the reader thread) whenever the function list changes."""
+        """Call *callback* (on the thread reading) whenever the function list changes."""
         self._listeners.append(callback)
 
     def add_lost_listener(self, callback: Callable[[], None]) -> None:
-        """Call *callback* (on the reader thread) whenever the connection drops."""
+        """Call *callback* (on the thread reading) whenever the connection drops."""
         self._lost_listeners.append(callback)
 
     def start_in_background(self) -> None:
@@ -398,6 +417,8 @@ class Engine:
             self._frames = FrameReader(_sock_of(ws))
             self._cipher = cipher
             self._last_seen = time.monotonic()
+        with self._role_cond:
+            self._reader_wanted = True  # read a new connection at once
         self._set_functions(functions)
         self._ever_connected = True
         self._connected.set()
@@ -542,6 +563,78 @@ class Engine:
                 self._send(*payloads)
             except ConnectionLost:
                 pass  # the reader fails in-flight calls when it notices the drop
+            if self._role is None and not all(it.leads for it in ready):
+                self._want_reader()
+
+    def _want_reader(self) -> None:
+        """Make the reader thread take the free reading role now (something awaits a reply).
+
+        Callers add their request to the table before looking at the role, and a thread
+        giving up the role looks at the table after: one of the two always wakes it.
+        """
+        with self._role_cond:
+            if not self._reader_wanted:
+                self._reader_wanted = True
+                self._role_cond.notify()
+
+    # --- blocking callers --------------------------------------------------------------
+    def wait(self, fut: CallFuture, limit: float | None) -> Any:
+        """Block until *fut* (a sent call) settles and return its result, reading the
+        socket on this thread when no other thread is; CallTimeout after *limit* s."""
+        deadline = None if limit is None else time.monotonic() + limit
+        if not fut.done():
+            self._lead(fut, deadline)
+        try:
+            return fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if fut.done():
+                raise  # the call failed with a TimeoutError of its own (CallTimeout or remote)
+            self.expire(fut)  # fails it with CallTimeout unless it has settled meanwhile
+            return fut.result(0)
+
+    def _lead(self, fut: CallFuture, deadline: float | None) -> None:
+        """Hold the reading role, if it is free, until *fut* settles or *deadline* passes."""
+        with self._role_cond:
+            frames, ws = self._frames, self._ws
+            if self._role is not None or frames is None or ws is None or not self._connected.is_set():
+                if self._role is _READER:
+                    self._leader_seen = True  # it steps aside once it has answered us
+                return  # the thread holding the role settles fut; we wait on it
+            self._role = threading.get_ident()
+        reason: str | None = None
+        clean = True  # nothing half handled: an interruption here loses nothing
+        try:
+            try:
+                while not fut.done():
+                    msg = frames.pop()
+                    if msg is None:
+                        if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
+                            break  # out of time: wait() expires the call
+                        frames.fill()
+                        continue
+                    clean = False
+                    reason = self._on_message(ws, *msg)
+                    clean = True
+                    if reason is not None:
+                        break
+            except ProtocolError as exc:
+                log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
+                reason = f"protocol error: {exc}"
+            except OSError as exc:  # ConnectionError included
+                reason = f"connection lost ({type(exc).__name__})"
+            except BaseException:
+                if not clean:  # a message may be half handled: start afresh on a new connection
+                    _shutdown(ws)
+                raise
+            if reason is not None and not self._closing.is_set():
+                self._lost(reason, frames)
+        finally:
+            with self._role_cond:
+                self._role = None
+                if len(self._pending) or self._frames is not frames:
+                    # others wait for replies (or the connection ended): the reader takes over
+                    self._reader_wanted = True
+                    self._role_cond.notify()
 
     def _flush_unsent(self) -> None:
         with self._lock:
@@ -596,52 +689,87 @@ class Engine:
     def _read_loop(self) -> None:
         try:
             while not self._closing.is_set():
-                ws = self._ws
-                if ws is not None:
-                    reason = self._read_connection(ws)
+                ws, frames = self._ws, self._frames
+                if ws is not None and frames is not None:
+                    reason = self._read_connection(ws, frames)
                     if self._closing.is_set():
                         return
-                    self._lost(reason)
+                    if reason is not None:  # else a blocking caller noticed the end
+                        self._lost(reason, frames)
                 if not self.reconnect or not self._reconnect():
                     return
         except Exception:  # top of the reader thread: log it and fail what waits
             log.exception("easyrpc reader thread failed")
-            self._lost("internal error in the reader thread")
+            self._lost("internal error in the reader thread", None)
 
-    def _read_connection(self, ws: websocket.WebSocket) -> str:
-        """Read and handle frames until the connection ends; return why it ended."""
-        frames = self._frames
-        if frames is None:
-            return "not connected"
+    def _read_connection(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
+        """Read and handle frames while holding the reading role, until the connection
+        ends; return why it ended (None if a blocking caller found the end)."""
+        while True:
+            with self._role_cond:
+                while True:
+                    if self._closing.is_set() or self._frames is not frames:
+                        return None
+                    if self._role is None and self._reader_wanted:
+                        break
+                    # stepped aside: take the role back when it has been free a while
+                    if not self._role_cond.wait(_STEP_ASIDE) and self._role is None:
+                        break
+                self._role = _READER
+                self._reader_wanted = self._leader_seen = False
+            try:
+                reason = self._read_frames(ws, frames)
+            finally:
+                with self._role_cond:
+                    self._role = None
+                    if len(self._pending):  # sent while we stepped aside: read on
+                        self._reader_wanted = True
+            if reason is not None:
+                return reason
+
+    def _read_frames(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
+        """Handle frames until the connection ends (its reason) or, once a blocking
+        caller has been answered and nothing else is in flight, None (step aside)."""
         try:
-            for opcode, data in frames.messages():
-                self._last_seen = time.monotonic()
-                if opcode == OP_PING:
-                    with self._send_lock:
-                        write_frame(_sock_of(ws), OP_PONG, bytes(data[:125]))
+            while True:
+                msg = frames.pop()
+                if msg is None:
+                    if self._leader_seen and not len(self._pending):
+                        return None
+                    frames.fill()
                     continue
-                if opcode == OP_PONG:
-                    continue
-                if opcode == OP_CLOSE:
-                    return "the server closed the connection"
-                cipher = self._cipher
-                if cipher is not None:
-                    if opcode != OP_BINARY:
-                        raise ProtocolError("clear-text frame on an encrypted connection")
-                    data = cipher.open(data)
-                msg = proto.parse_server(data)
-                if isinstance(msg, proto.Bye):
-                    log.info("server %s is going away: %s", self.url, msg.reason)
-                    return f"the server is going away: {msg.reason}"
-                self._handle(msg)
-                # do not keep the last (possibly huge) frame alive while idle
-                data = msg = None  # type: ignore[assignment]
+                reason = self._on_message(ws, *msg)
+                if reason is not None:
+                    return reason
+                msg = None  # do not keep the last (possibly huge) frame alive while idle
         except ProtocolError as exc:
             log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
             return f"protocol error: {exc}"
         except OSError as exc:  # ConnectionError included
             return f"connection lost ({type(exc).__name__})"
-        return "connection ended"
+
+    def _on_message(self, ws: websocket.WebSocket, opcode: int, data: bytes) -> str | None:
+        """Handle one message; the reason if it ends the connection."""
+        self._last_seen = time.monotonic()
+        if opcode == OP_PING:
+            with self._send_lock:
+                write_frame(_sock_of(ws), OP_PONG, bytes(data[:125]))
+            return None
+        if opcode == OP_PONG:
+            return None
+        if opcode == OP_CLOSE:
+            return "the server closed the connection"
+        cipher = self._cipher
+        if cipher is not None:
+            if opcode != OP_BINARY:
+                raise ProtocolError("clear-text frame on an encrypted connection")
+            data = cipher.open(data)
+        msg = proto.parse_server(data)
+        if isinstance(msg, proto.Bye):
+            log.info("server %s is going away: %s", self.url, msg.reason)
+            return f"the server is going away: {msg.reason}"
+        self._handle(msg)
+        return None
 
     def _handle(self, msg: proto.ServerMessage) -> None:
         if isinstance(msg, proto.Result):
@@ -675,8 +803,10 @@ class Engine:
         else:
             log.warning("unexpected %s message from %s", type(msg).__name__, self.url)
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, frames: FrameReader | None) -> None:
         with self._lock:
+            if frames is not None and self._frames is not frames:
+                return  # already handled
             self._connected.clear()
             ws, self._ws = self._ws, None
             self._frames = None

@@ -4,6 +4,14 @@ The Flask-Sock handler thread runs :meth:`ServerConnection.run`: it authenticate
 peer, then reads messages and hands calls to the server's bounded worker pool (plain and
 generator functions) or its event loop thread (``async def`` functions), so a slow call
 never blocks the rest. Replies are written whole, under one send lock per connection.
+
+flask-sock wraps each connection in a ``simple_websocket.Server``, which starts a thread
+that reads the socket through wsproto; profiles put that parsing at 35-45 % of the
+server's CPU per call. :func:`install_socket_owner` keeps that thread from starting on
+easyrpc's routes (other routes are untouched), and the handler thread reads the socket
+itself with ``_transport.FrameReader``. If an application replaces
+``SOCK_SERVER_OPTIONS`` after ``init_app``, simple-websocket's thread runs and delivers
+messages through an inbox instead; both paths share everything after the framing.
 """
 
 from __future__ import annotations
@@ -23,19 +31,67 @@ from simple_websocket import ConnectionClosed
 from . import _protocol as proto
 from ._frames import OP_BINARY, OP_TEXT, frame_header
 from ._handshake import FrameCipher, new_nonce
+from ._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader
 from .exceptions import AuthenticationError, ProtocolError, SerializationError
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .server import EasyRpcServer
 
-__all__ = ["ServerConnection"]
+__all__ = ["ServerConnection", "SocketOwner", "install_socket_owner"]
 
 _SMALL_FRAME = 1 << 16
 _RECEIVE_BYTES = 1 << 18
+_CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
+
+
+class SocketOwner:
+    """Stands in for simple-websocket's reader thread on easyrpc's routes: never started,
+    so the connection's handler thread owns the socket."""
+
+    def __init__(self) -> None:
+        self.name = "easyrpc (handler thread reads)"
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def install_socket_owner(app: Flask) -> None:
+    """Make flask-sock's connections on ``easyrpc:*`` endpoints of *app* start no reader
+    thread (``SOCK_SERVER_OPTIONS['thread_class']``, wrapping any class already set)."""
+    from flask import has_request_context, request
+
+    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {})
+    base = options.get("thread_class")
+    if getattr(base, "easyrpc_socket_owner", False):
+        return
+
+    def thread_class(*args: Any, **kwargs: Any) -> Any:
+        if has_request_context() and str(request.endpoint or "").startswith("easyrpc:"):
+            return SocketOwner()
+        return (base or threading.Thread)(*args, **kwargs)
+
+    thread_class.easyrpc_socket_owner = True  # type: ignore[attr-defined]
+    options["thread_class"] = thread_class
 
 
 class _Stop(Exception):
     """Internal: the connection must end."""
+
+
+class _AuthTimeout(_Stop):
+    """Internal: the peer did not authenticate in time."""
+
+
+# close codes a peer may send that we echo back (RFC 6455 §7.4.1); others get 1000
+_ECHO_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
 
 
 class _Call:
@@ -232,6 +288,12 @@ class ServerConnection:
         environ = getattr(ws, "environ", {}) or {}
         self.peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
         self.log: logging.Logger = server.log
+        self.owned = isinstance(getattr(ws, "thread", None), SocketOwner)
+        self._tick = max(0.02, min(1.0, server.ping_interval / 2, server.ping_timeout / 2))
+        self._frames = FrameReader(self.sock, server.preauth_max_message, masked=True,
+                                   tick=self._tick, on_tick=self._on_tick)
+        self._auth_deadline = 0.0
+        self._closed_at: float | None = None
         self.namespace = ""
         self.cid = ""
         self._send_lock = threading.Lock()
@@ -257,10 +319,13 @@ class ServerConnection:
             if not self.server.add_connection(self):
                 self.close(1001, "server shutting down")
                 return
-            self._release_early()
             self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
             try:
-                self._watch()
+                if self.owned:
+                    self._read_owned()
+                else:
+                    self._release_early()
+                    self._watch()
             finally:
                 self.server.remove_connection(self)
                 self._abandon_all()
@@ -272,6 +337,16 @@ class ServerConnection:
             self._teardown()
 
     def _teardown(self) -> None:
+        if self.owned:  # as simple-websocket's thread would: close the socket
+            self._closed = True
+            self.ws.connected = False
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # unblocks a send stuck on a silent peer
+            except OSError:
+                pass
+            with self._send_lock:
+                self.sock.close()
+            return
         thread = getattr(self.ws, "thread", None)
         if thread is None:
             return
@@ -291,6 +366,7 @@ class ServerConnection:
             if self._closed:
                 return
             self._closed = True
+            self._closed_at = time.monotonic()
             try:
                 self.ws.close(code, reason)
             except (ConnectionClosed, OSError):
@@ -333,6 +409,16 @@ class ServerConnection:
                 return False
             return True
 
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        """Write one control frame (a pong), unless the connection is closed."""
+        with self._send_lock:
+            if self._closed:
+                return
+            try:
+                self.sock.sendall(frame_header(opcode, len(payload)) + payload)
+            except OSError:
+                self._closed = True
+
     def failure(self, call_id: int, exc: BaseException) -> bytes:
         return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
 
@@ -343,11 +429,21 @@ class ServerConnection:
     def _handshake(self) -> bool:
         server = self.server
         self.ws.max_message_size = server.preauth_max_message
-        deadline = time.monotonic() + server.auth_timeout
+        deadline = self._auth_deadline = time.monotonic() + server.auth_timeout
         nonce = new_nonce()
         if not self.send(proto.encode("hello", v=proto.PROTOCOL_VERSION, nonce=nonce, enc=server.encryption_enabled)):
             return False
-        data = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+        if self.owned:
+            try:
+                data = self._receive_first()
+            except FrameError as exc:
+                self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
+                self.close(exc.code, "bad frame")
+                return False
+            except (OSError, _Stop):
+                return False
+        else:
+            data = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
         if data is None:
             self.log.warning("peer %s did not authenticate within %.1f s; closed", self.peer, server.auth_timeout)
             self.close(1008, "authentication timeout")
@@ -372,14 +468,18 @@ class ServerConnection:
         self.cid = uuid.uuid4().hex
         proof = server.secret.server_proof(nonce, claims["cn"], self.cid)
         welcome = proto.encode("welcome", cid=self.cid, proof=proof, fs=server.get_registered_functions(self.namespace))
-        self.ws.max_message_size = server.max_message_size
-        self.ws.receive_bytes = _RECEIVE_BYTES
-        # From here on messages are handled as simple-websocket's reader thread delivers
-        # them (no hand-off to this thread); until the handshake is done they queue up.
-        early = self.ws.input_buffer
-        self.ws.input_buffer = _Inbox(self)
-        self.ws.event = _CloseSignal(self)
-        self._early.extend(early)
+        if self.owned:
+            self._frames.max_message = server.max_message_size
+        else:
+            self.ws.max_message_size = server.max_message_size
+            self.ws.receive_bytes = _RECEIVE_BYTES
+            # From here on messages are handled as simple-websocket's reader thread
+            # delivers them (no hand-off to this thread); until the handshake is done
+            # they queue up.
+            early = self.ws.input_buffer
+            self.ws.input_buffer = _Inbox(self)
+            self.ws.event = _CloseSignal(self)
+            self._early.extend(early)
         if not self.send(welcome):  # the welcome goes out in clear; later frames are sealed
             return False
         if server.encryption_enabled:
@@ -390,7 +490,7 @@ class ServerConnection:
         """The handshake is complete: handle what arrived meanwhile, then go direct."""
         with self._inbox_lock:
             for data in self._early:
-                if not self._handle_message(data):
+                if not self._handle_message(data, isinstance(data, bytes)):
                     break
             self._early.clear()
             self._ready = True
@@ -402,27 +502,92 @@ class ServerConnection:
         return False
 
     # --- reading -----------------------------------------------------------------------
+    def _keepalive(self) -> bool:
+        """Ping a quiet peer, drop a silent one; False once dropped."""
+        server = self.server
+        silent = time.monotonic() - self._last_seen
+        if silent >= server.ping_interval + server.ping_timeout:
+            self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
+            self._kill()
+            return False
+        if silent >= server.ping_interval and not self._ping_pending:
+            self._ping_pending = True
+            self._ping_token += 1
+            self.send(proto.encode("ping", t=self._ping_token))
+        return True
+
+    def _on_tick(self) -> None:
+        """The owned socket was quiet for a tick: enforce deadlines and keepalive."""
+        if self._closed:
+            now = time.monotonic()
+            if self._closed_at is None:
+                self._closed_at = now
+            elif now - self._closed_at >= _CLOSE_WAIT:
+                raise _Stop  # the peer never answered our close frame
+        elif not self.cid:
+            if time.monotonic() >= self._auth_deadline:
+                raise _AuthTimeout
+        elif not self._keepalive():
+            raise _Stop
+
+    def _receive_first(self) -> bytes | None:
+        """The first message on an owned socket (the auth), None on a timeout or close."""
+        frames = self._frames
+        while True:
+            msg = frames.pop()
+            if msg is None:
+                try:
+                    frames.fill()
+                except _AuthTimeout:
+                    return None
+                continue
+            opcode, data = msg
+            if opcode == OP_CLOSE:
+                raise _Stop
+            if opcode not in (OP_PING, OP_PONG):
+                return data
+            if opcode == OP_PING:
+                self._send_frame(OP_PONG, data)
+
+    def _read_owned(self) -> None:
+        """Read the owned socket on this (the handler) thread until the connection ends."""
+        frames = self._frames
+        try:
+            while True:
+                msg = frames.pop()
+                if msg is None:
+                    frames.fill()
+                    continue
+                opcode, data = msg
+                now = self._last_seen = time.monotonic()
+                self._ping_pending = False
+                if self._closed and now - (self._closed_at or now) >= _CLOSE_WAIT:
+                    return  # a peer that keeps talking after our close frame
+                if opcode == OP_PING:
+                    self._send_frame(OP_PONG, data)
+                elif opcode == OP_CLOSE:
+                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1000
+                    self.close(code if code in _ECHO_CODES else 1000, "")
+                    return
+                elif opcode != OP_PONG and not self._handle_message(data, opcode == OP_BINARY):
+                    return
+                msg = data = None  # type: ignore[assignment]  # do not keep a huge frame alive
+        except FrameError as exc:
+            self.log.warning("connection %s: %s; closed", self.cid, exc)
+            self.close(exc.code, "bad frame")
+        except (OSError, _Stop):
+            pass  # the peer is gone, or we dropped it
+
     def _watch(self) -> None:
         """Keepalive and close detection, on the handler thread, while the inbox reads."""
-        server = self.server
         # A closing socket wakes us through _CloseSignal at once; the tick only paces
         # keepalive (and catches a close simple-websocket signals before marking it).
-        tick = max(0.02, min(1.0, server.ping_interval / 2, server.ping_timeout / 2))
         while not self._closed and self.ws.connected:
-            if self._stop.wait(tick):
+            if self._stop.wait(self._tick) or not self._keepalive():
                 return
-            silent = time.monotonic() - self._last_seen
-            if silent >= server.ping_interval + server.ping_timeout:
-                self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
-                self._kill()
-                return
-            if silent >= server.ping_interval and not self._ping_pending:
-                self._ping_pending = True
-                self._ping_token += 1
-                self.send(proto.encode("ping", t=self._ping_token))
 
     def deliver(self, data: bytes | str) -> None:
-        """Handle one complete message, on simple-websocket's reader thread."""
+        """Handle one complete message, on simple-websocket's reader thread (str: text)."""
         self._last_seen = time.monotonic()
         self._ping_pending = False
         if not self._ready:
@@ -430,12 +595,12 @@ class ServerConnection:
                 if not self._ready:  # the handshake is still finishing: keep order
                     self._early.append(data)
                     return
-        self._handle_message(data)
+        self._handle_message(data, isinstance(data, bytes))
 
-    def _handle_message(self, data: bytes | str) -> bool:
+    def _handle_message(self, data: bytes | str, binary: bool) -> bool:
         """Handle one message; False once the connection must end."""
         try:
-            self._on_frame(data)
+            self._on_frame(data, binary)
         except _Stop:
             self._stop.set()
             return False
@@ -443,9 +608,9 @@ class ServerConnection:
             self.log.exception("connection %s: failed to handle a message", self.cid)
         return True
 
-    def _on_frame(self, data: bytes | str) -> None:
+    def _on_frame(self, data: bytes | str, binary: bool) -> None:
         if self._cipher is not None:
-            if not isinstance(data, bytes):
+            if not binary or isinstance(data, str):
                 self.log.warning("connection %s: clear-text frame on an encrypted connection; closed", self.cid)
                 self.close(1008, "encryption required")
                 raise _Stop
@@ -455,7 +620,7 @@ class ServerConnection:
                 self.log.warning("connection %s: %s; closed", self.cid, exc)
                 self.close(1008, "bad frame")
                 raise _Stop from None
-        elif isinstance(data, bytes):
+        elif binary:
             self._notice("binary frames are not accepted on this connection")
             return
         obj: Any = None

@@ -1,31 +1,38 @@
-"""The client's WebSocket framing once websocket-client has done the opening handshake.
+"""WebSocket framing once the opening handshake is done, for both ends.
 
 websocket-client reads each frame with several small ``recv`` calls, validates UTF-8 in
-pure Python and masks whole payloads through big temporary integers. After the HTTP
-upgrade (and easyrpc's hello/welcome, which it reads exactly frame by frame) this module
-takes over its socket:
+pure Python and masks whole payloads through big temporary integers; simple-websocket
+runs every byte through wsproto's event machinery on a thread of its own. After the
+HTTP upgrade (and, on the client, easyrpc's hello/welcome, which websocket-client reads
+exactly frame by frame) easyrpc reads and writes the socket itself with this module:
 
 * :class:`FrameReader` receives in large chunks and parses every complete frame in the
-  buffer, so one wake-up of the reader thread can drain many replies; a big payload is
-  received straight into one preallocated buffer (no growing copies).
+  buffer, so one wake-up can drain many messages; a big payload is received straight
+  into one buffer (no growing copies of the whole). The server's reader unmasks.
 * :func:`write_frame` masks in bounded chunks and writes them with ``sendall``, so a
   100 MB message costs one extra chunk of memory, not several copies of the payload.
+  (The server's frames are unmasked: ``_frames.frame_header``.)
 
-The caller serialises writes (the engine's send lock) and keeps one reader thread.
+The caller serialises writes (a send lock) and lets one thread read at a time. UTF-8 of
+text frames is checked by the JSON decoder, not here.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import socket
+import ssl
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
 from .exceptions import ProtocolError
 
-__all__ = ["FrameReader", "frame_bytes", "write_frame", "write_close", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
+__all__ = ["FrameReader", "FrameError", "frame_bytes", "write_frame", "write_close",
+           "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 OP_CONT = 0x0
 OP_PING = 0x9
@@ -33,6 +40,7 @@ OP_PONG = 0xA
 
 _CHUNK = 1 << 18  # receive size, and the masking chunk
 _BIG = 1 << 20  # payloads at least this big are received into their own buffer
+_PREALLOC = 1 << 27  # a big payload's buffer starts at most this big, then doubles
 
 
 
@@ -102,47 +110,107 @@ def write_close(sock: socket.socket, code: int = 1000, reason: str = "") -> None
     write_frame(sock, OP_CLOSE, close_payload(code, reason))
 
 
-class FrameReader:
-    """Parses the server's (unmasked) frames from a socket, draining many per ``recv``."""
+class FrameError(ProtocolError):
+    """A malformed or oversized frame; *code* is the WebSocket close code it calls for."""
 
-    def __init__(self, sock: socket.socket, max_message: int | None = None) -> None:
+    def __init__(self, message: str, code: int = 1002) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FrameReader:
+    """Parses WebSocket frames from a socket, draining many per ``recv``.
+
+    A client reads the server's unmasked frames; a server (``masked=True``) reads the
+    client's masked ones and unmasks them. *max_message* limits a message (and each of
+    its frames); it may be changed between messages. With *tick*, every wait for data
+    is cut into ticks of that many seconds and *on_tick* runs after each quiet one (it
+    raises to give up); without, :meth:`fill` blocks until data arrives.
+
+    Not thread-safe: one thread at a time reads (the engine's reading role).
+    """
+
+    def __init__(self, sock: socket.socket, max_message: int | None = None, *, masked: bool = False,
+                 tick: float | None = None, on_tick: Callable[[], None] | None = None) -> None:
         self._sock = sock
         self._buf = bytearray()
         self._pos = 0
-        self._max = max_message
+        self.max_message = max_message
+        self._masked = masked
+        self._tick = tick
+        self._on_tick = on_tick
         self._fragments: list[bytes] = []
+        self._fragment_size = 0
         self._fragment_op = 0
+        self._poller: select.poll | None = None
 
-    def messages(self) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(opcode, payload)`` for each complete message, pings and closes included.
+    def pop(self) -> tuple[int, bytes] | None:
+        """The next complete message already received, as ``(opcode, payload)``, or None.
 
-        Raises ``ConnectionError`` at EOF, ``OSError`` on socket errors and
-        :class:`ProtocolError` on malformed frames.
+        Pings and closes are returned too. Raises :class:`ProtocolError` on a malformed
+        frame. A big payload (1 MiB or more) is received here, straight into its buffer.
         """
         while True:
             frame = self._next_frame()
             if frame is None:
-                self._fill()
-                continue
+                return None
             fin, opcode, payload = frame
             if opcode >= 0x8:  # control frames may interleave with fragments
-                yield opcode, payload
-                continue
+                if not fin or len(payload) > 125:
+                    raise FrameError("malformed control frame")
+                return opcode, payload
             if opcode == OP_CONT:
                 if not self._fragments:
-                    raise ProtocolError("continuation frame without a message")
+                    raise FrameError("continuation frame without a message")
+            elif opcode not in (OP_TEXT, OP_BINARY):
+                raise FrameError(f"unknown opcode {opcode:#x}")
             elif self._fragments:
-                raise ProtocolError("new message inside a fragmented one")
+                raise FrameError("new message inside a fragmented one")
             else:
                 self._fragment_op = opcode
             if fin and not self._fragments:
-                yield opcode, payload
-                continue
+                return opcode, payload
             self._fragments.append(payload)
+            self._fragment_size += len(payload)
+            if self.max_message is not None and self._fragment_size > self.max_message:
+                raise FrameError(f"a message of over {self.max_message} bytes exceeds the limit", 1009)
             if fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
-                yield self._fragment_op, data
+                self._fragment_size = 0
+                return self._fragment_op, data
+
+    def fill(self) -> None:
+        """Receive what the socket has (blocking until something arrives).
+
+        Raises ``ConnectionError`` at EOF and ``OSError`` on socket errors. Nothing is
+        lost if it is interrupted: received bytes are appended in the same statement.
+        """
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+        self._await_data()
+        before = len(self._buf)
+        self._buf += self._sock.recv(_CHUNK)
+        if len(self._buf) == before:
+            raise ConnectionError("the peer closed the connection")
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for :meth:`fill` to have something to read."""
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # decrypted bytes wait in the TLS layer, invisible to poll
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(self._poller.poll(max(0, math.ceil(timeout * 1000))))
+
+    def _await_data(self) -> None:
+        if self._tick is None:
+            return  # recv blocks
+        while not self.wait_readable(self._tick):
+            if self._on_tick is not None:
+                self._on_tick()
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
         buf, pos = self._buf, self._pos
@@ -150,10 +218,10 @@ class FrameReader:
         if avail < 2:
             return None
         b0, b1 = buf[pos], buf[pos + 1]
-        if b1 & 0x80:
-            raise ProtocolError("the server sent a masked frame")
+        if bool(b1 & 0x80) != self._masked:
+            raise FrameError("a client frame must be masked" if self._masked else "the server sent a masked frame")
         if b0 & 0x70:
-            raise ProtocolError("unexpected reserved bits (no extension was negotiated)")
+            raise FrameError("unexpected reserved bits (no extension is in use)")
         length = b1 & 0x7F
         head = 2
         if length == 126:
@@ -166,38 +234,43 @@ class FrameReader:
                 return None
             length = int.from_bytes(buf[pos + 2:pos + 10], "big")
             head = 10
-        if self._max is not None and length > self._max:
-            raise ProtocolError(f"a frame of {length} bytes exceeds the limit of {self._max}")
+        if self.max_message is not None and length > self.max_message:
+            raise FrameError(f"a frame of {length} bytes exceeds the limit of {self.max_message}", 1009)
+        key = b""
+        if self._masked:
+            if avail < head + 4:
+                return None
+            key = bytes(buf[pos + head:pos + head + 4])
+            head += 4
         if avail - head < length:
             if length >= _BIG:
-                return self._read_big(b0, pos + head, length)
+                return self._read_big(b0, pos + head, length, key)
             return None
         start = pos + head
         payload = bytes(buf[start:start + length])
         self._pos = start + length
+        if key:
+            payload = _mask(key, payload)
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
-    def _read_big(self, b0: int, start: int, length: int) -> tuple[bool, int, bytes]:
-        """Receive a big payload straight into one buffer of its final size."""
-        payload = bytearray(length)
-        view = memoryview(payload)
+    def _read_big(self, b0: int, start: int, length: int, key: bytes) -> tuple[bool, int, bytes]:
+        """Receive a big payload straight into one buffer (grown as data arrives, so a
+        frame that only claims to be huge costs only what is really sent)."""
         have = len(self._buf) - start
-        view[:have] = self._buf[start:]
+        payload = bytearray(min(length, max(_PREALLOC, have)))
+        payload[:have] = self._buf[start:]
         self._buf = bytearray()
         self._pos = 0
         while have < length:
-            got = self._sock.recv_into(view[have:], min(length - have, 1 << 24))
+            if have == len(payload):
+                payload.extend(bytes(min(len(payload), length - have)))  # double, up to the length
+            self._await_data()
+            with memoryview(payload) as view:
+                got = self._sock.recv_into(view[have:], min(len(payload) - have, 1 << 24))
             if got == 0:
-                raise ConnectionError("the server closed the connection")
+                raise ConnectionError("the peer closed the connection")
             have += got
-        view.release()
+        if key:
+            for pos in range(0, length, _CHUNK):  # _CHUNK is a multiple of 4: the key stays aligned
+                payload[pos:pos + _CHUNK] = _mask(key, memoryview(payload)[pos:pos + _CHUNK])
         return bool(b0 & 0x80), b0 & 0x0F, bytes(payload) if len(payload) < _BIG else payload  # type: ignore[return-value]
-
-    def _fill(self) -> None:
-        if self._pos:
-            del self._buf[:self._pos]
-            self._pos = 0
-        data = self._sock.recv(_CHUNK)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self._buf += data

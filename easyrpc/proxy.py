@@ -140,17 +140,11 @@ class EasyRpcProxy(ProxyBase):
             return fut
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            fut = submit(*args, **kwargs)
-            limit = timeout if timeout is not None else engine.timeout
-            if limit is None:
-                return fut.result()
-            try:
-                return fut.result(limit)
-            except TimeoutError:
-                # Our wait ran out (or the call failed with a TimeoutError of its own):
-                # expire() fails it with CallTimeout unless it is already settled.
-                engine.expire(fut)
-                return fut.result(0)
+            wargs, wkwargs = wire_from_bound(spec, args, kwargs)
+            fut = CallFuture(engine)
+            fut.leads = True  # this thread reads its own reply when nobody else is reading
+            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
+            return engine.wait(fut, timeout if timeout is not None else engine.timeout)
 
         return make_function(
             spec, call, submit=make_function(spec, submit), with_timeout=lambda t: self._build(spec, t))

@@ -206,14 +206,20 @@ class EasyRpcServer:
 
     # --- wiring ------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
-        """Attach the WebSocket route to *app* (the Flask app-factory pattern)."""
+        """Attach the WebSocket route to *app* (the Flask app-factory pattern).
+
+        Also sets ``app.config['SOCK_SERVER_OPTIONS']['thread_class']`` (wrapping any
+        class set there) so that easyrpc's connections read their sockets on their own
+        handler thread; other flask-sock routes keep simple-websocket's reader thread.
+        """
         from flask_sock import Sock
 
-        from ._server_conn import ServerConnection
+        from ._server_conn import ServerConnection, install_socket_owner
 
         if self.app is not None:
             raise RuntimeError(f"EasyRpcServer {self.path} is already attached to an app")
         self.app = app
+        install_socket_owner(app)
 
         def handler(ws: Any) -> None:
             ServerConnection(self, ws).run()
