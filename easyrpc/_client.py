@@ -9,18 +9,22 @@ on the way out. ``easyrpc.proxy`` and ``easyrpc.aio`` both drive this engine.
 Reading is a role one thread holds at a time (leader/follower). A blocking call whose
 thread finds the role free reads the socket itself until its reply arrives, settling
 whatever else arrives meanwhile, so a sequential caller is woken by the kernel, not by
-another thread. The reader thread holds the role otherwise: while futures, streams or
-asyncio calls wait, and whenever the connection is idle (keepalive, pushed function
-lists); it steps aside, for a moment, only after it has answered a blocking caller and
-nothing else is in flight.
+another thread. An event loop running ``easyrpc.aio`` calls takes the role the same way
+(``loop.add_reader``) while it has calls in flight, and settles their awaitables without
+a thread hand-off. The reader thread holds the role otherwise: while futures or streams
+wait, on TLS connections, and whenever the connection is idle (keepalive, pushed
+function lists); it steps aside after it has answered a caller that wants to read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
+import os
 import queue
 import random
+import select
 import socket
 import ssl
 import threading
@@ -64,6 +68,7 @@ _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _STOP: Any = object()
 _READER: Any = object()  # the reader thread holds the reading role
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
+_LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
 def bridge_to_loop(fut: Future[Any], loop: Any) -> Any:
@@ -110,6 +115,13 @@ class _LoopInbox:
         self.scheduled = False
 
     def put(self, afut: Any, value: Any, exc: BaseException | None) -> None:
+        if asyncio._get_running_loop() is self.loop():  # on the loop itself: settle now
+            if not afut.done():
+                if exc is not None:
+                    afut.set_exception(exc)
+                else:
+                    afut.set_result(value)
+            return
         with self.lock:
             self.items.append((afut, value, exc))
             if self.scheduled:
@@ -274,6 +286,90 @@ class ClientStream:
 Pending = CallFuture | ClientStream
 
 
+class _LoopReader:
+    """The reading role held by an event loop: the loop reads the socket when readable.
+
+    It watches a duplicate of the socket's descriptor, so the registration can never
+    outlive the descriptor it names (the engine may close the socket from any thread);
+    the duplicate is closed when the loop lets go. ``lock`` is held while the loop reads:
+    the dispatcher takes it to revoke the role of a loop that stopped reading.
+    """
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, ws: websocket.WebSocket,
+                 frames: FrameReader) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.ws = ws
+        self.frames = frames
+        self.lock = threading.Lock()
+        self.revoked = False
+        self.last_read = time.monotonic()
+        self._fd = -1
+
+    def start(self) -> None:
+        """Register with the loop (on the loop's thread)."""
+        with self.lock:
+            if self.revoked:
+                return
+            try:
+                self._fd = os.dup(_sock_of(self.ws).fileno())
+                self.loop.add_reader(self._fd, self._on_readable)
+            except (OSError, RuntimeError):
+                self.revoked = True
+                self._close_fd()
+        if self.revoked:
+            self.engine._release(self)
+
+    def _on_readable(self) -> None:
+        engine, frames = self.engine, self.frames
+        reason: str | None = None
+        with self.lock:
+            if self.revoked:
+                self.stop()
+                return
+            try:
+                frames.fill()  # one recv: the socket is readable, it does not block
+                while (msg := frames.pop()) is not None:
+                    reason = engine._on_message(self.ws, *msg)
+                    if reason is not None:
+                        break
+            except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
+                reason = engine._why_lost(exc)
+            self.last_read = time.monotonic()
+            if reason is None:
+                return  # keep reading, idle or not (the dispatcher revokes a stalled loop)
+            self.revoked = True
+            self.stop()
+        if not engine.closed:
+            engine._lost(reason, frames)
+        engine._release(self)
+
+    def stop(self) -> None:
+        """Unregister (on the loop's thread, under ``lock``)."""
+        if self._fd >= 0:
+            try:
+                self.loop.remove_reader(self._fd)
+            except (RuntimeError, ValueError, OSError):
+                pass  # the loop is closed
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
+    def revoke(self) -> None:
+        """Take the role away (from another thread); the loop unregisters when it next runs."""
+        with self.lock:
+            self.revoked = True
+            if self.loop.is_closed():
+                self._close_fd()  # it will never run again
+        self.engine._release(self)
+
+
 class Engine:
     """Connection, handshake, request table and threads of one proxy."""
 
@@ -335,7 +431,8 @@ class Engine:
         self._role_cond = threading.Condition(threading.Lock())
         self._role: Any = None
         self._reader_wanted = True  # the reader thread must take the role as soon as free
-        self._leader_seen = False  # a blocking caller wanted the role the reader held
+        self._leader_seen = False  # a caller wanted the role the reader held
+        self._loop_wanted: asyncio.AbstractEventLoop | None = None  # ... an event loop, namely
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -359,6 +456,9 @@ class Engine:
                     pass
             _shutdown(ws)
         self._queue.put(_STOP)
+        role = self._role
+        if isinstance(role, _LoopReader):
+            role.revoke()
         with self._role_cond:
             self._role_cond.notify_all()
         current = threading.current_thread()
@@ -577,6 +677,47 @@ class Engine:
                 self._reader_wanted = True
                 self._role_cond.notify()
 
+    def read_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let *loop* (the running loop, which just sent calls) read their replies itself.
+
+        If the reader thread holds the role, it hands it over once it has drained what it
+        received; on TLS connections (a readable socket may not hold a whole record) the
+        reader thread keeps reading.
+        """
+        role = self._role
+        if isinstance(role, _LoopReader) and not role.revoked:
+            if role.loop is loop:
+                return
+            if role.loop.is_closed():  # a loop that ended without closing the proxy
+                role.revoke()
+        with self._role_cond:
+            role = self._role
+            frames, ws = self._frames, self._ws
+            if role is None and frames is not None and ws is not None and self._connected.is_set() \
+                    and not isinstance(ws.sock, ssl.SSLSocket):
+                reader = self._role = _LoopReader(self, loop, ws, frames)
+                frames.incremental = True
+            else:
+                if role is _READER and not isinstance(ws and ws.sock, ssl.SSLSocket):
+                    self._loop_wanted = loop
+                    self._leader_seen = True
+                elif role is None and not self._reader_wanted:
+                    self._reader_wanted = True
+                    self._role_cond.notify()
+                return
+        reader.start()
+
+    def _release(self, reader: _LoopReader) -> None:
+        """A loop's reading role ends; the reader thread takes over if anything waits."""
+        with self._role_cond:
+            if self._role is not reader:
+                return
+            self._role = None
+            reader.frames.incremental = False
+            if len(self._pending) or self._frames is not reader.frames:
+                self._reader_wanted = True
+                self._role_cond.notify()
+
     # --- blocking callers --------------------------------------------------------------
     def wait(self, fut: CallFuture, limit: float | None) -> Any:
         """Block until *fut* (a sent call) settles and return its result, reading the
@@ -617,11 +758,8 @@ class Engine:
                     clean = True
                     if reason is not None:
                         break
-            except ProtocolError as exc:
-                log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
-                reason = f"protocol error: {exc}"
-            except OSError as exc:  # ConnectionError included
-                reason = f"connection lost ({type(exc).__name__})"
+            except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
+                reason = self._why_lost(exc)
             except BaseException:
                 if not clean:  # a message may be half handled: start afresh on a new connection
                     _shutdown(ws)
@@ -717,13 +855,23 @@ class Engine:
                         break
                 self._role = _READER
                 self._reader_wanted = self._leader_seen = False
+            handover: _LoopReader | None = None
             try:
                 reason = self._read_frames(ws, frames)
             finally:
                 with self._role_cond:
                     self._role = None
-                    if len(self._pending):  # sent while we stepped aside: read on
+                    loop, self._loop_wanted = self._loop_wanted, None
+                    if loop is not None and reason is None and not loop.is_closed():
+                        handover = self._role = _LoopReader(self, loop, ws, frames)
+                        frames.incremental = True
+                    elif len(self._pending):  # sent while we stepped aside: read on
                         self._reader_wanted = True
+            if handover is not None:
+                try:
+                    handover.loop.call_soon_threadsafe(handover.start)
+                except RuntimeError:  # the loop closed meanwhile
+                    handover.revoke()
             if reason is not None:
                 return reason
 
@@ -734,7 +882,7 @@ class Engine:
             while True:
                 msg = frames.pop()
                 if msg is None:
-                    if self._leader_seen and not len(self._pending):
+                    if self._leader_seen and (self._loop_wanted is not None or not len(self._pending)):
                         return None
                     frames.fill()
                     continue
@@ -742,11 +890,15 @@ class Engine:
                 if reason is not None:
                     return reason
                 msg = None  # do not keep the last (possibly huge) frame alive while idle
-        except ProtocolError as exc:
+        except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
+            return self._why_lost(exc)
+
+    def _why_lost(self, exc: Exception) -> str:
+        """Why reading failed, as the reason a connection ended."""
+        if isinstance(exc, ProtocolError):
             log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
             return f"protocol error: {exc}"
-        except OSError as exc:  # ConnectionError included
-            return f"connection lost ({type(exc).__name__})"
+        return f"connection lost ({type(exc).__name__})"
 
     def _on_message(self, ws: websocket.WebSocket, opcode: int, data: bytes) -> str | None:
         """Handle one message; the reason if it ends the connection."""
@@ -854,7 +1006,8 @@ class Engine:
     # --- dispatcher thread -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         heap: list[tuple[float, int, weakref.ref[Pending]]] = []
-        tick = max(0.05, min(self.ping_interval, self.ping_timeout) / 4)
+        # the tick also paces the check on event loops holding the reading role
+        tick = max(0.05, min(_LOOP_STALL, self.ping_interval / 4, self.ping_timeout / 4))
         ping_sent_at: float | None = None
         while True:
             now = time.monotonic()
@@ -882,6 +1035,11 @@ class Engine:
                 if live:
                     self.expire(item)
                 del item
+            role = self._role
+            if isinstance(role, _LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
+                    and _readable_now(role.ws):
+                # the loop is blocked or stopped with replies waiting: the reader thread reads
+                role.revoke()
             # keepalive: ping when quiet, drop the socket when the server stays silent
             if self._connected.is_set():
                 silent = now - self._last_seen
@@ -928,6 +1086,18 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     if opcode != websocket.ABNF.OPCODE_TEXT:
         raise ProtocolError("expected a text frame during the handshake")
     return bytes(data)
+
+
+def _readable_now(ws: websocket.WebSocket) -> bool:
+    sock = ws.sock
+    if sock is None:
+        return False
+    poller = select.poll()  # its own poller: the reading thread may be polling too
+    try:
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):
+        return False
+    return bool(poller.poll(0))
 
 
 def _notify(listeners: list[Callable[[], None]], what: str) -> None:

@@ -143,6 +143,9 @@ class FrameReader:
         self._fragment_size = 0
         self._fragment_op = 0
         self._poller: select.poll | None = None
+        # True while an event loop reads (one recv per readiness): a big frame is then
+        # buffered piece by piece instead of received in one blocking loop
+        self.incremental = False
 
     def pop(self) -> tuple[int, bytes] | None:
         """The next complete message already received, as ``(opcode, payload)``, or None.
@@ -243,11 +246,12 @@ class FrameReader:
             key = bytes(buf[pos + head:pos + head + 4])
             head += 4
         if avail - head < length:
-            if length >= _BIG:
+            if length >= _BIG and not self.incremental:
                 return self._read_big(b0, pos + head, length, key)
             return None
         start = pos + head
-        payload = bytes(buf[start:start + length])
+        with memoryview(buf) as view:
+            payload = bytes(view[start:start + length])  # one copy, even of a big payload
         self._pos = start + length
         if key:
             payload = _mask(key, payload)

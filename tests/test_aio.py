@@ -130,3 +130,80 @@ def test_no_easyrpc_threads_left_after_async_close(server: Any) -> None:
 
     run(main())
     assert not [t for t in threading.enumerate() if t.name in ("easyrpc-reader", "easyrpc-dispatch")]
+
+
+# --- the event loop reads its own replies (Engine.read_in_loop) ---------------------------
+def _open_fds() -> int:
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_event_loop_reads_its_own_replies(server: Any) -> None:
+    """While calls are in flight the loop holds the reading role; results stay matched to their calls."""
+    from easyrpc._client import _LoopReader
+
+    async def main() -> None:
+        async with await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
+            for i in range(200):
+                assert await p.echo(i) == i
+            role = p._engine._role
+            assert isinstance(role, _LoopReader) and role.loop is asyncio.get_running_loop()
+            assert await asyncio.gather(*(p.echo(i) for i in range(300))) == list(range(300))
+
+    run(main())
+
+
+def test_a_blocked_loop_loses_the_reading_role_and_gets_it_back(server: Any) -> None:
+    """A loop blocked by user code while its reply waits: the reader thread takes over, then hands back."""
+    from easyrpc._client import _LoopReader
+
+    async def main() -> None:
+        async with await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
+            assert await p.echo(0) == 0
+            task = asyncio.ensure_future(p.slow(0.3))
+            await asyncio.sleep(0.05)  # the call goes out; its reply comes after 0.3 s
+            # block the loop (wait_for sleeps without yielding to it): the reply waits unread
+            # until the dispatcher sees the stall and the reader thread takes over
+            def loop_lost_the_role() -> bool:
+                role = p._engine._role
+                return not isinstance(role, _LoopReader) or role.revoked
+            assert wait_for(loop_lost_the_role, 2.0)
+            assert await asyncio.wait_for(task, 5) == 0.3
+            for i in range(20):
+                assert await p.echo(i) == i
+            assert wait_for(lambda: isinstance(p._engine._role, _LoopReader) and not p._engine._role.revoked, 2.0)
+
+    run(main())
+
+
+def test_a_proxy_outlives_the_loop_that_read_for_it(server: Any) -> None:
+    """An aio proxy left open when asyncio.run() ends still works from the next loop, at once."""
+    holder: dict[str, Any] = {}
+
+    async def first() -> None:
+        holder["p"] = p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
+        assert await p.echo(1) == 1
+
+    async def second() -> float:
+        start = time.monotonic()
+        assert await holder["p"].echo(2) == 2
+        elapsed = time.monotonic() - start
+        assert await asyncio.gather(*(holder["p"].echo(i) for i in range(50))) == list(range(50))
+        await holder["p"].close()
+        return elapsed
+
+    run(first())
+    assert run(second()) < 0.2  # no wait for the stalled-loop check
+
+
+def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
+    """The loop's duplicate of the socket's descriptor is closed with the proxy."""
+    async def cycle() -> None:
+        async with await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
+            assert await asyncio.gather(*(p.echo(i) for i in range(10))) == list(range(10))
+
+    run(cycle())
+    before = _open_fds()
+    for _ in range(10):
+        run(cycle())
+    assert wait_for(lambda: _open_fds() <= before + 2, 5.0), (before, _open_fds())

@@ -9,9 +9,10 @@ Example::
     async for item in p.count_up(3): ...
     await p.close()
 
-Calls never block the event loop: connecting and closing run on a helper thread, and a
-call awaits the engine's ``concurrent.futures.Future`` through ``asyncio.wrap_future``.
-Cancelling the awaiting task cancels the call on the server.
+Calls never block the event loop: connecting and closing run on a helper thread; calls
+started in one turn of the loop go out in one write, and while they are in flight the
+loop itself reads their replies (``loop.add_reader``; on TLS connections the engine's
+reader thread does). Cancelling the awaiting task cancels the call on the server.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class EasyRpcProxy(ProxyBase):
         async def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
+            fut.leads = True  # this loop reads the reply (Engine.read_in_loop)
             engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
             loop = asyncio.get_running_loop()
             result = bridge_to_loop(fut, loop)
@@ -177,6 +179,7 @@ class EasyRpcProxy(ProxyBase):
                 except asyncio.CancelledError:
                     fut.cancel()
                     raise
+                engine.read_in_loop(loop)
             return await result
 
         return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
@@ -191,6 +194,7 @@ class EasyRpcProxy(ProxyBase):
     def _flush(self) -> None:
         items, self._outbox = self._outbox, []
         self._engine.send_items(items)
+        self._engine.read_in_loop(asyncio.get_running_loop())
 
     async def close(self) -> None:
         """Close the connection (off the event loop); pending calls fail with ConnectionLost."""
