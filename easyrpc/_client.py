@@ -409,7 +409,11 @@ class Engine:
         self._secret = Secret(secret)
         self._lock = threading.Lock()  # the request table and connection state
         self._room = threading.Condition(self._lock)
-        self._send_lock = threading.Lock()  # one frame at a time, in cipher order
+        self._send_lock = threading.Lock()  # the queue of frames to write, in cipher order
+        self._writer_done = threading.Condition(self._send_lock)
+        self._out: list[bytes | tuple[int, bytes]] = []  # frames, or (opcode, payload) if big
+        self._out_sock: socket.socket | None = None  # the socket the queued frames are for
+        self._writing = False
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
         self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
@@ -450,6 +454,8 @@ class Engine:
             self._connected.clear()
         if ws is not None:
             with self._send_lock:
+                if self._writing:  # let the writer finish its frame: ours must not split it
+                    self._writer_done.wait(1.0)
                 try:
                     write_close(_sock_of(ws))
                 except OSError:
@@ -564,29 +570,79 @@ class Engine:
 
     # --- sending -----------------------------------------------------------------------
     def _send(self, *payloads: bytes) -> None:
-        """Send messages now, in order; small ones in one write. ConnectionLost if not connected."""
+        """Send messages in order; small ones in one write. ConnectionLost if not connected."""
         with self._send_lock:
             ws, cipher = self._ws, self._cipher
             if ws is None or not self._connected.is_set():
                 raise ConnectionLost("not connected")
             opcode = OP_BINARY if cipher is not None else OP_TEXT
+            frames: list[bytes | tuple[int, bytes]] = []
+            for payload in payloads:  # sealed under the lock: queue order is counter order
+                data = cipher.seal(payload) if cipher is not None else payload
+                frames.append(frame_bytes(opcode, data) if len(data) <= _BATCH_LIMIT else (opcode, data))
+            if not self._queue_frames(ws, frames):
+                return  # the thread writing now sends them
+        self._write_queued()
+
+    def _write(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]]) -> None:
+        """Queue ready-made frames (a pong) for *ws* and write them unless another thread is."""
+        with self._send_lock:
+            if not self._queue_frames(ws, frames):
+                return
+        try:
+            self._write_queued()
+        except ConnectionLost:
+            pass  # the thread reading notices
+
+    def _queue_frames(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]]) -> bool:
+        """Queue *frames* (under the send lock); True if the caller must now write.
+
+        Writes are combined: the thread that finds nobody writing writes the queue, with
+        what other threads queue meanwhile, in as few ``sendall`` calls as it can; the
+        others return at once. A lone call is written at once, as before.
+        """
+        sock = ws.sock
+        if sock is not self._out_sock:  # a new connection: frames for the old one are void
+            self._out, self._out_sock = [], sock
+        self._out.extend(frames)
+        if self._writing:
+            return False
+        self._writing = True
+        return True
+
+    def _write_queued(self) -> None:
+        """Write the queue until it is empty (this thread is the writer)."""
+        error: OSError | None = None
+        while True:
+            with self._send_lock:
+                items, sock = self._out, self._out_sock
+                self._out = []
+                if not items or sock is None:
+                    self._writing = False
+                    self._writer_done.notify_all()
+                    break
+            if error is not None:
+                continue  # the socket failed: what was queued for it is dropped
             try:
-                sock = _sock_of(ws)
                 batch: list[bytes] = []
-                for payload in payloads:
-                    data = cipher.seal(payload) if cipher is not None else payload
-                    if len(data) <= _BATCH_LIMIT:
-                        batch.append(frame_bytes(opcode, data))
+                for item in items:
+                    if isinstance(item, bytes):
+                        batch.append(item)
                         continue
                     if batch:
                         sock.sendall(b"".join(batch))
                         batch = []
-                    write_frame(sock, opcode, data)
+                    write_frame(sock, *item)
                 if batch:
                     sock.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
             except OSError as exc:
-                _shutdown(ws)
-                raise ConnectionLost(f"send failed: {exc}") from None
+                error = exc
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # the thread reading notices the drop
+                except OSError:
+                    pass
+        if error is not None:
+            raise ConnectionLost(f"send failed: {error}") from None
 
     def send_quiet(self, payload: bytes) -> None:
         """Send a control message; a lost connection is the reader's to report."""
@@ -904,8 +960,7 @@ class Engine:
         """Handle one message; the reason if it ends the connection."""
         self._last_seen = time.monotonic()
         if opcode == OP_PING:
-            with self._send_lock:
-                write_frame(_sock_of(ws), OP_PONG, bytes(data[:125]))
+            self._write(ws, [frame_bytes(OP_PONG, bytes(data[:125]))])
             return None
         if opcode == OP_PONG:
             return None

@@ -296,7 +296,10 @@ class ServerConnection:
         self._closed_at: float | None = None
         self.namespace = ""
         self.cid = ""
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the queue of frames and the closed flag
+        self._writer_done = threading.Condition(self._send_lock)
+        self._out: list[bytes | Callable[[], None]] = []
+        self._writing = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._tasks: dict[int, _Call | _Stream] = {}
@@ -345,6 +348,8 @@ class ServerConnection:
             except OSError:
                 pass
             with self._send_lock:
+                if self._writing:  # the writer fails fast on the shut-down socket
+                    self._writer_done.wait(_CLOSE_WAIT)
                 self.sock.close()
             return
         thread = getattr(self.ws, "thread", None)
@@ -362,15 +367,22 @@ class ServerConnection:
         """Close the connection (idempotent); *bye* tells the proxy why, first."""
         if bye is not None:
             self.send(proto.encode("bye", reason=bye))
+        def close_frame() -> None:
+            try:
+                self.ws.close(code, reason)
+            except ConnectionClosed:
+                pass
+
         with self._send_lock:
             if self._closed:
                 return
             self._closed = True
             self._closed_at = time.monotonic()
-            try:
-                self.ws.close(code, reason)
-            except (ConnectionClosed, OSError):
-                pass
+            self._out.append(close_frame)  # after everything queued before it
+            write = not self._writing
+            self._writing = True
+        if write:
+            self._write_queued()
         self._stop.set()
 
     def _kill(self) -> None:
@@ -384,40 +396,76 @@ class ServerConnection:
         self._stop.set()
 
     # --- sending -----------------------------------------------------------------------
+    # Writes are combined: a thread with a frame queues it and, if no thread is writing,
+    # becomes the writer and writes the queue, with whatever others queue meanwhile, in
+    # as few ``sendall`` calls as it can. A lone reply goes out at once, as before;
+    # replies that finish together on several workers share one write.
     def send(self, payload: bytes) -> bool:
-        """Write one message whole; False if the connection is closed."""
+        """Send one message whole, in order; False if the connection is closed."""
         with self._send_lock:
             if self._closed:
                 return False
-            if self._cipher is not None:
-                data = self._cipher.seal(payload)
-                opcode = OP_BINARY
+            if self._cipher is not None:  # sealed in queue order: the counters stay in step
+                self._append(OP_BINARY, self._cipher.seal(payload))
             else:
-                data = payload
-                opcode = OP_TEXT
-            header = frame_header(opcode, len(data))
-            try:
-                if len(data) < _SMALL_FRAME:
-                    self.sock.sendall(header + data)
-                else:
-                    self.sock.sendall(header)
-                    self.sock.sendall(data)
-            except OSError as exc:
-                self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
-                self._closed = True
-                self._stop.set()
-                return False
-            return True
+                self._append(OP_TEXT, payload)
+            if self._writing:
+                return True  # the writer sends it
+            self._writing = True
+        return self._write_queued()
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
-        """Write one control frame (a pong), unless the connection is closed."""
+        """Send one control frame (a pong), unless the connection is closed."""
         with self._send_lock:
             if self._closed:
                 return
+            self._append(opcode, payload)
+            if self._writing:
+                return
+            self._writing = True
+        self._write_queued()
+
+    def _append(self, opcode: int, data: bytes) -> None:
+        header = frame_header(opcode, len(data))
+        if len(data) < _SMALL_FRAME:
+            self._out.append(header + data)
+        else:  # not joined: a big payload is written as it is, never copied
+            self._out.append(header)
+            self._out.append(data)
+
+    def _write_queued(self) -> bool:
+        """Write the queue until it is empty (this thread is the writer); False on failure."""
+        ok = True
+        while True:
+            with self._send_lock:
+                items, self._out = self._out, []
+                if not items:
+                    self._writing = False
+                    self._writer_done.notify_all()
+                    return ok
             try:
-                self.sock.sendall(frame_header(opcode, len(payload)) + payload)
-            except OSError:
-                self._closed = True
+                small: list[bytes] = []
+                for item in items:
+                    if isinstance(item, bytes) and len(item) < _SMALL_FRAME:
+                        small.append(item)
+                        continue
+                    if small:
+                        self.sock.sendall(small[0] if len(small) == 1 else b"".join(small))
+                        small = []
+                    if isinstance(item, bytes):
+                        self.sock.sendall(item)
+                    else:
+                        item()
+                if small:
+                    self.sock.sendall(small[0] if len(small) == 1 else b"".join(small))
+            except OSError as exc:
+                if ok:
+                    self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
+                ok = False
+                with self._send_lock:
+                    self._closed = True
+                    self._out = [item for item in self._out if not isinstance(item, bytes)]
+                self._stop.set()
 
     def failure(self, call_id: int, exc: BaseException) -> bytes:
         return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
@@ -567,7 +615,7 @@ class ServerConnection:
                     self._send_frame(OP_PONG, data)
                 elif opcode == OP_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1000
-                    self.close(code if code in _ECHO_CODES else 1000, "")
+                    self.close(code if code in _ECHO_CODES or 3000 <= code <= 4999 else 1000, "")
                     return
                 elif opcode != OP_PONG and not self._handle_message(data, opcode == OP_BINARY):
                     return

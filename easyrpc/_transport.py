@@ -40,7 +40,7 @@ OP_PONG = 0xA
 
 _CHUNK = 1 << 18  # receive size, and the masking chunk
 _BIG = 1 << 20  # payloads at least this big are received into their own buffer
-_PREALLOC = 1 << 27  # a big payload's buffer starts at most this big, then doubles
+_PREALLOC = 1 << 24  # a big payload's buffer starts at most this big, then doubles
 
 
 
@@ -159,8 +159,6 @@ class FrameReader:
                 return None
             fin, opcode, payload = frame
             if opcode >= 0x8:  # control frames may interleave with fragments
-                if not fin or len(payload) > 125:
-                    raise FrameError("malformed control frame")
                 return opcode, payload
             if opcode == OP_CONT:
                 if not self._fragments:
@@ -227,6 +225,11 @@ class FrameReader:
             raise FrameError("unexpected reserved bits (no extension is in use)")
         length = b1 & 0x7F
         head = 2
+        if b0 & 0x08:  # a control frame: checked before any of its payload is read
+            if b0 & 0x0F not in (OP_CLOSE, OP_PING, OP_PONG):
+                raise FrameError(f"unknown control opcode {b0 & 0x0F:#x}")
+            if not b0 & 0x80 or length > 125:
+                raise FrameError("malformed control frame")
         if length == 126:
             if avail < 4:
                 return None

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import websocket
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -227,3 +229,29 @@ def secret_never_logged() -> Iterator[None]:
     root.removeHandler(watch)
     root.setLevel(old_level)
     assert not watch.leaks, f"the secret appeared in {len(watch.leaks)} log lines, e.g. {watch.leaks[0]}"
+
+
+# --- proxies and raw sockets closed after the test ---------------------------------------
+@pytest.fixture
+def open_proxy() -> Iterator[Callable[..., EasyRpcProxy]]:
+    opened: list[EasyRpcProxy] = []
+
+    def _open(served: Served, **kwargs: Any) -> EasyRpcProxy:
+        proxy = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, **kwargs)
+        opened.append(proxy)
+        return proxy
+
+    yield _open
+    for proxy in opened:
+        proxy.close()
+
+
+@pytest.fixture
+def raw_sockets() -> Iterator[list[websocket.WebSocket]]:
+    sockets: list[websocket.WebSocket] = []
+    yield sockets
+    for ws in sockets:
+        with contextlib.suppress(Exception):
+            ws.close(timeout=0.2)
+        with contextlib.suppress(Exception):
+            ws.shutdown()

@@ -258,31 +258,6 @@ def server(make_server: Callable[..., Served]) -> Served:
     return make_server()
 
 
-@pytest.fixture
-def open_proxy() -> Iterator[Callable[..., EasyRpcProxy]]:
-    opened: list[EasyRpcProxy] = []
-
-    def _open(served: Served, **kwargs: Any) -> EasyRpcProxy:
-        proxy = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, **kwargs)
-        opened.append(proxy)
-        return proxy
-
-    yield _open
-    for proxy in opened:
-        proxy.close()
-
-
-@pytest.fixture
-def raw_sockets() -> Iterator[list[websocket.WebSocket]]:
-    sockets: list[websocket.WebSocket] = []
-    yield sockets
-    for ws in sockets:
-        with contextlib.suppress(Exception):
-            ws.close(timeout=0.2)
-        with contextlib.suppress(Exception):
-            ws.shutdown()
-
-
 # --- before authentication ---------------------------------------------------------------
 def test_unauthenticated_socket_is_dropped_at_deadline_after_only_hello(
         make_server: Callable[..., Served], raw_sockets: list[Any]) -> None:
