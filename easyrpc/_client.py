@@ -408,12 +408,14 @@ class Engine:
         self.stream_window = stream_window
         self._secret = Secret(secret)
         self._lock = threading.Lock()  # the request table and connection state
-        self._room = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)  # callers waiting for max_in_flight
+        self._room_waiters = 0
         self._send_lock = threading.Lock()  # the queue of frames to write, in cipher order
         self._writer_done = threading.Condition(self._send_lock)
         self._out: list[bytes | tuple[int, bytes]] = []  # frames, or (opcode, payload) if big
         self._out_sock: socket.socket | None = None  # the socket the queued frames are for
         self._writing = False
+        self._writer_waited = False  # close() waits for the writer
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
         self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
@@ -455,6 +457,7 @@ class Engine:
         if ws is not None:
             with self._send_lock:
                 if self._writing:  # let the writer finish its frame: ours must not split it
+                    self._writer_waited = True
                     self._writer_done.wait(1.0)
                 try:
                     write_close(_sock_of(ws))
@@ -619,7 +622,8 @@ class Engine:
                 self._out = []
                 if not items or sock is None:
                     self._writing = False
-                    self._writer_done.notify_all()
+                    if self._writer_waited:
+                        self._writer_done.notify_all()
                     break
             if error is not None:
                 continue  # the socket failed: what was queued for it is dropped
@@ -671,7 +675,11 @@ class Engine:
                     remaining = wait_until - time.monotonic()
                     if remaining <= 0 or self._closing.is_set():
                         raise CallTimeout(f"{fn}: too many calls in flight (limit {self.max_in_flight})")
-                    self._room.wait(remaining)
+                    self._room_waiters += 1
+                    try:
+                        self._room.wait(remaining)
+                    finally:
+                        self._room_waiters -= 1
             call_id = self._pending.add(item)
             item.id = call_id
         try:
@@ -779,7 +787,7 @@ class Engine:
         """Block until *fut* (a sent call) settles and return its result, reading the
         socket on this thread when no other thread is; CallTimeout after *limit* s."""
         deadline = None if limit is None else time.monotonic() + limit
-        if not fut.done():
+        if not _settled(fut):
             self._lead(fut, deadline)
         try:
             return fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -802,7 +810,7 @@ class Engine:
         clean = True  # nothing half handled: an interruption here loses nothing
         try:
             try:
-                while not fut.done():
+                while not _settled(fut):
                     msg = frames.pop()
                     if msg is None:
                         if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
@@ -845,7 +853,8 @@ class Engine:
         with self._lock:
             if self._pending.get(call_id) is item:
                 self._pending.pop(call_id)
-                self._room.notify()
+                if self._room_waiters:
+                    self._room.notify()
             else:
                 send_cancel = False
         if send_cancel:
@@ -982,7 +991,8 @@ class Engine:
         if isinstance(msg, proto.Result):
             with self._lock:
                 item = self._pending.pop(msg.id)
-                self._room.notify()
+                if self._room_waiters:
+                    self._room.notify()
             if isinstance(item, CallFuture):
                 self.resolve(item, msg.value, None)
         elif isinstance(msg, proto.Item):
@@ -993,7 +1003,8 @@ class Engine:
         elif isinstance(msg, (proto.Failure, proto.End)):
             with self._lock:
                 item = self._pending.pop(msg.id)
-                self._room.notify()
+                if self._room_waiters:
+                    self._room.notify()
             error = msg.error if isinstance(msg, proto.Failure) else None
             if isinstance(item, ClientStream):
                 item.end(error)
@@ -1141,6 +1152,14 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     if opcode != websocket.ABNF.OPCODE_TEXT:
         raise ProtocolError("expected a text frame during the handshake")
     return bytes(data)
+
+
+_SETTLED = frozenset(("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"))
+
+
+def _settled(fut: Future[Any]) -> bool:
+    """``fut.done()`` without taking its lock (one attribute read; the engine's hot loop)."""
+    return fut._state in _SETTLED
 
 
 def _readable_now(ws: websocket.WebSocket) -> bool:

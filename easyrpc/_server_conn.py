@@ -300,6 +300,7 @@ class ServerConnection:
         self._writer_done = threading.Condition(self._send_lock)
         self._out: list[bytes | Callable[[], None]] = []
         self._writing = False
+        self._writer_waited = False  # the teardown waits for the writer
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._tasks: dict[int, _Call | _Stream] = {}
@@ -349,6 +350,7 @@ class ServerConnection:
                 pass
             with self._send_lock:
                 if self._writing:  # the writer fails fast on the shut-down socket
+                    self._writer_waited = True
                     self._writer_done.wait(_CLOSE_WAIT)
                 self.sock.close()
             return
@@ -441,7 +443,8 @@ class ServerConnection:
                 items, self._out = self._out, []
                 if not items:
                     self._writing = False
-                    self._writer_done.notify_all()
+                    if self._writer_waited:
+                        self._writer_done.notify_all()
                     return ok
             try:
                 small: list[bytes] = []
