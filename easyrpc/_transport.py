@@ -26,7 +26,7 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
 from .exceptions import ProtocolError
@@ -44,13 +44,24 @@ _PREALLOC = 1 << 24  # a big payload's buffer starts at most this big, then doub
 
 
 
-def _mask(key: bytes, data: bytes | memoryview) -> bytes:
+def _mask(key: bytes, data: bytes | memoryview, key_int: int | None = None) -> bytes:
+    """XOR *data* with the repeated 4-byte *key* (byte-wise, through big integers: C speed
+    without numpy). *key_int* is the key's integer for this length, if already built."""
     n = len(data)
     if n == 0:
         return b""
-    # byte-wise XOR through big integers: C speed without numpy
-    key_int = int.from_bytes((key * ((n + 3) // 4))[:n], "little")
+    if key_int is None:
+        key_int = int.from_bytes((key * ((n + 3) // 4))[:n], "little")
     return (int.from_bytes(data, "little") ^ key_int).to_bytes(n, "little")
+
+
+def _mask_chunks(key: bytes, data: memoryview) -> Iterator[bytes]:
+    """*data* masked, in _CHUNK pieces (a multiple of 4: the key stays aligned); the
+    key's integer is built once for all the full pieces."""
+    full = int.from_bytes(key * (_CHUNK // 4), "little")
+    for start in range(0, len(data), _CHUNK):
+        piece = data[start:start + _CHUNK]
+        yield _mask(key, piece, full if len(piece) == _CHUNK else None)
 
 
 class _MaskKeys:
@@ -101,9 +112,8 @@ def write_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
     key = _keys.next()
     header = _header(opcode, n)
     sock.sendall(header + key)
-    view = memoryview(payload)
-    for start in range(0, n, _CHUNK):  # _CHUNK is a multiple of 4: the key stays aligned
-        sock.sendall(_mask(key, view[start:start + _CHUNK]))
+    for piece in _mask_chunks(key, memoryview(payload)):
+        sock.sendall(piece)
 
 
 def write_close(sock: socket.socket, code: int = 1000, reason: str = "") -> None:
@@ -278,6 +288,8 @@ class FrameReader:
                 raise ConnectionError("the peer closed the connection")
             have += got
         if key:
-            for pos in range(0, length, _CHUNK):  # _CHUNK is a multiple of 4: the key stays aligned
-                payload[pos:pos + _CHUNK] = _mask(key, memoryview(payload)[pos:pos + _CHUNK])
+            pos = 0
+            for piece in _mask_chunks(key, memoryview(payload)):
+                payload[pos:pos + len(piece)] = piece  # same length: the buffer stays put
+                pos += len(piece)
         return bool(b0 & 0x80), b0 & 0x0F, bytes(payload) if len(payload) < _BIG else payload  # type: ignore[return-value]
