@@ -65,6 +65,8 @@ log = logging.getLogger("easyrpc.proxy")
 
 END: Any = object()  # resolves a stream's future when the stream has ended
 _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
+_SEAL_MARGIN = 64  # what sealing adds to a payload, at most
+_QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
 _STOP: Any = object()
 _READER: Any = object()  # the reader thread holds the reading role
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
@@ -304,6 +306,7 @@ class _LoopReader:
         self.lock = threading.Lock()
         self.revoked = False
         self.last_read = time.monotonic()
+        self.stalled_since: float | None = None  # the dispatcher saw replies waiting unread
         self._fd = -1
 
     def start(self) -> None:
@@ -335,6 +338,9 @@ class _LoopReader:
                         break
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = engine._why_lost(exc)
+            except BaseException:  # Ctrl-C on the loop: a frame may be half handled
+                _shutdown(self.ws)
+                raise
             self.last_read = time.monotonic()
             if reason is None:
                 return  # keep reading, idle or not (the dispatcher revokes a stalled loop)
@@ -361,13 +367,25 @@ class _LoopReader:
                 pass
             self._fd = -1
 
-    def revoke(self) -> None:
-        """Take the role away (from another thread); the loop unregisters when it next runs."""
-        with self.lock:
+    def revoke(self, *, wait: bool = True) -> bool:
+        """Take the role away (from another thread); the loop unregisters when it runs
+        next. With ``wait=False``, give up (False) if the loop is busy reading."""
+        if not self.lock.acquire(timeout=-1 if wait else 0):
+            return False
+        try:
             self.revoked = True
-            if self.loop.is_closed():
-                self._close_fd()  # it will never run again
+            try:
+                self.loop.call_soon_threadsafe(self._stop_on_loop)
+            except RuntimeError:  # the loop is closed: it will never run again
+                self._close_fd()
+        finally:
+            self.lock.release()
         self.engine._release(self)
+        return True
+
+    def _stop_on_loop(self) -> None:
+        with self.lock:
+            self.stop()
 
 
 class Engine:
@@ -415,7 +433,8 @@ class Engine:
         self._out: list[bytes | tuple[int, bytes]] = []  # frames, or (opcode, payload) if big
         self._out_sock: socket.socket | None = None  # the socket the queued frames are for
         self._writing = False
-        self._writer_waited = False  # close() waits for the writer
+        self._writer_waited = False  # threads wait for the writer (room, or its end)
+        self._out_bytes = 0
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
         self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
@@ -459,10 +478,11 @@ class Engine:
                 if self._writing:  # let the writer finish its frame: ours must not split it
                     self._writer_waited = True
                     self._writer_done.wait(1.0)
-                try:
-                    write_close(_sock_of(ws))
-                except OSError:
-                    pass
+                if not self._writing:  # else it is stuck: just drop the connection
+                    try:
+                        write_close(_sock_of(ws))
+                    except OSError:
+                        pass
             _shutdown(ws)
         self._queue.put(_STOP)
         role = self._role
@@ -574,9 +594,17 @@ class Engine:
     # --- sending -----------------------------------------------------------------------
     def _send(self, *payloads: bytes) -> None:
         """Send messages in order; small ones in one write. ConnectionLost if not connected."""
+        big = any(len(p) + _SEAL_MARGIN > _BATCH_LIMIT for p in payloads)
         with self._send_lock:
             ws, cipher = self._ws, self._cipher
-            if ws is None or not self._connected.is_set():
+            # A big frame is written by its own thread, never left to a writer that may be
+            # a reading thread sending a pong; and the queue is bounded (back-pressure).
+            while self._writing and (big or self._out_bytes >= _QUEUE_LIMIT):
+                self._writer_waited = True
+                self._writer_done.wait(1.0)
+                if self._ws is not ws:
+                    break
+            if ws is None or self._ws is not ws or not self._connected.is_set():
                 raise ConnectionLost("not connected")
             opcode = OP_BINARY if cipher is not None else OP_TEXT
             frames: list[bytes | tuple[int, bytes]] = []
@@ -606,8 +634,9 @@ class Engine:
         """
         sock = ws.sock
         if sock is not self._out_sock:  # a new connection: frames for the old one are void
-            self._out, self._out_sock = [], sock
+            self._out, self._out_sock, self._out_bytes = [], sock, 0
         self._out.extend(frames)
+        self._out_bytes += sum(len(f) if isinstance(f, bytes) else len(f[1]) for f in frames)
         if self._writing:
             return False
         self._writing = True
@@ -619,12 +648,15 @@ class Engine:
         while True:
             with self._send_lock:
                 items, sock = self._out, self._out_sock
-                self._out = []
-                if not items or sock is None:
+                self._out, self._out_bytes = [], 0
+                done = not items or sock is None
+                if done:
                     self._writing = False
-                    if self._writer_waited:
-                        self._writer_done.notify_all()
-                    break
+                if self._writer_waited:  # senders waiting for room, or for the writer to end
+                    self._writer_waited = False
+                    self._writer_done.notify_all()
+            if done or sock is None:
+                break
             if error is not None:
                 continue  # the socket failed: what was queued for it is dropped
             try:
@@ -807,25 +839,25 @@ class Engine:
                 return  # the thread holding the role settles fut; we wait on it
             self._role = threading.get_ident()
         reason: str | None = None
-        clean = True  # nothing half handled: an interruption here loses nothing
+        clean = True  # only while waiting for data does an interruption lose nothing
         try:
             try:
                 while not _settled(fut):
+                    clean = False  # parsing (a big payload is received in pop) and handling
                     msg = frames.pop()
                     if msg is None:
+                        clean = True
                         if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
                             break  # out of time: wait() expires the call
                         frames.fill()
                         continue
-                    clean = False
                     reason = self._on_message(ws, *msg)
-                    clean = True
                     if reason is not None:
                         break
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = self._why_lost(exc)
             except BaseException:
-                if not clean:  # a message may be half handled: start afresh on a new connection
+                if not clean:  # a frame may be half read or handled: start afresh on a new connection
                     _shutdown(ws)
                 raise
             if reason is not None and not self._closing.is_set():
@@ -988,13 +1020,15 @@ class Engine:
         return None
 
     def _handle(self, msg: proto.ServerMessage) -> None:
+        # Settled first, removed after: a thread interrupted in between (Ctrl-C in a
+        # blocking caller that reads) leaves the item in the table, where the dropped
+        # connection's _fail_all finds it, never a call that nobody will settle.
         if isinstance(msg, proto.Result):
             with self._lock:
-                item = self._pending.pop(msg.id)
-                if self._room_waiters:
-                    self._room.notify()
+                item = self._pending.get(msg.id)
             if isinstance(item, CallFuture):
                 self.resolve(item, msg.value, None)
+            self._remove(msg.id, item)
         elif isinstance(msg, proto.Item):
             with self._lock:
                 item = self._pending.get(msg.id)
@@ -1002,14 +1036,13 @@ class Engine:
                 item.push(msg.value)
         elif isinstance(msg, (proto.Failure, proto.End)):
             with self._lock:
-                item = self._pending.pop(msg.id)
-                if self._room_waiters:
-                    self._room.notify()
+                item = self._pending.get(msg.id)
             error = msg.error if isinstance(msg, proto.Failure) else None
             if isinstance(item, ClientStream):
                 item.end(error)
             elif isinstance(item, CallFuture) and error is not None:
                 self.resolve(item, None, error)
+            self._remove(msg.id, item)
         elif isinstance(msg, proto.Ping):
             self.send_quiet(proto.encode("pong", t=msg.token))
         elif isinstance(msg, proto.Pong):
@@ -1020,6 +1053,16 @@ class Engine:
             log.warning("server %s: %s", self.url, msg.message)
         else:
             log.warning("unexpected %s message from %s", type(msg).__name__, self.url)
+
+    def _remove(self, call_id: int, item: Pending | None) -> None:
+        """Drop a finished call from the table (if it is still there)."""
+        if item is None:
+            return
+        with self._lock:
+            if self._pending.get(call_id) is item:
+                self._pending.pop(call_id)
+                if self._room_waiters:
+                    self._room.notify()
 
     def _lost(self, reason: str, frames: FrameReader | None) -> None:
         with self._lock:
@@ -1104,8 +1147,15 @@ class Engine:
             role = self._role
             if isinstance(role, _LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
                     and _readable_now(role.ws):
-                # the loop is blocked or stopped with replies waiting: the reader thread reads
-                role.revoke()
+                # replies wait unread: once is a reply that just arrived, twice (a tick
+                # apart, the loop not having read meanwhile) a loop blocked or stopped
+                if role.stalled_since is not None and role.last_read < role.stalled_since:
+                    if role.revoke(wait=False):  # busy reading after all: not stalled
+                        role.stalled_since = None
+                else:
+                    role.stalled_since = now
+            elif isinstance(role, _LoopReader):
+                role.stalled_since = None
             # keepalive: ping when quiet, drop the socket when the server stays silent
             if self._connected.is_set():
                 silent = now - self._last_seen

@@ -44,6 +44,7 @@ __all__ = ["ServerConnection", "SocketOwner", "install_socket_owner"]
 _SMALL_FRAME = 1 << 16
 _RECEIVE_BYTES = 1 << 18
 _CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
+_QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
 
 
 class SocketOwner:
@@ -300,7 +301,9 @@ class ServerConnection:
         self._writer_done = threading.Condition(self._send_lock)
         self._out: list[bytes | Callable[[], None]] = []
         self._writing = False
-        self._writer_waited = False  # the teardown waits for the writer
+        self._writer_waited = False  # threads wait for the writer (room, or its end)
+        self._out_bytes = 0
+        self._reader = 0  # the thread reading the socket (owned path), which never waits to send
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._tasks: dict[int, _Call | _Stream] = {}
@@ -372,7 +375,9 @@ class ServerConnection:
         def close_frame() -> None:
             try:
                 self.ws.close(code, reason)
-            except ConnectionClosed:
+            except OSError:
+                raise
+            except Exception:  # noqa: BLE001 - closed already (ConnectionClosed, wsproto's state)
                 pass
 
         with self._send_lock:
@@ -405,6 +410,16 @@ class ServerConnection:
     def send(self, payload: bytes) -> bool:
         """Send one message whole, in order; False if the connection is closed."""
         with self._send_lock:
+            # A big frame is written by its own thread, never left to a writer that may be
+            # the reading thread; and the queue is bounded (back-pressure on a peer that
+            # does not read). The reading thread itself never waits here.
+            if self._writing and threading.get_ident() != self._reader and (
+                    len(payload) >= _SMALL_FRAME or self._out_bytes >= _QUEUE_LIMIT):
+                while self._writing and not self._closed:
+                    self._writer_waited = True
+                    self._writer_done.wait(1.0)
+                    if len(payload) < _SMALL_FRAME and self._out_bytes < _QUEUE_LIMIT:
+                        break
             if self._closed:
                 return False
             if self._cipher is not None:  # sealed in queue order: the counters stay in step
@@ -428,6 +443,7 @@ class ServerConnection:
         self._write_queued()
 
     def _append(self, opcode: int, data: bytes) -> None:
+        self._out_bytes += len(data)
         header = frame_header(opcode, len(data))
         if len(data) < _SMALL_FRAME:
             self._out.append(header + data)
@@ -437,14 +453,25 @@ class ServerConnection:
 
     def _write_queued(self) -> bool:
         """Write the queue until it is empty (this thread is the writer); False on failure."""
+        try:
+            return self._write_all()
+        except BaseException:  # an unexpected error: never leave the queue without a writer
+            with self._send_lock:
+                self._writing = False
+                self._writer_done.notify_all()
+            raise
+
+    def _write_all(self) -> bool:
         ok = True
         while True:
             with self._send_lock:
-                items, self._out = self._out, []
+                items, self._out, self._out_bytes = self._out, [], 0
                 if not items:
                     self._writing = False
-                    if self._writer_waited:
-                        self._writer_done.notify_all()
+                if self._writer_waited:  # senders waiting for room, or for the writer to end
+                    self._writer_waited = False
+                    self._writer_done.notify_all()
+                if not items:
                     return ok
             try:
                 small: list[bytes] = []
@@ -603,6 +630,7 @@ class ServerConnection:
     def _read_owned(self) -> None:
         """Read the owned socket on this (the handler) thread until the connection ends."""
         frames = self._frames
+        self._reader = threading.get_ident()
         try:
             while True:
                 msg = frames.pop()
