@@ -594,39 +594,42 @@ class Engine:
     # --- sending -----------------------------------------------------------------------
     def _send(self, *payloads: bytes) -> None:
         """Send messages in order; small ones in one write. ConnectionLost if not connected."""
-        big = any(len(p) + _SEAL_MARGIN > _BATCH_LIMIT for p in payloads)
         with self._send_lock:
             ws, cipher = self._ws, self._cipher
             # A big frame is written by its own thread, never left to a writer that may be
             # a reading thread sending a pong; and the queue is bounded (back-pressure).
-            while self._writing and (big or self._out_bytes >= _QUEUE_LIMIT):
-                self._writer_waited = True
-                self._writer_done.wait(1.0)
-                if self._ws is not ws:
-                    break
+            if self._writing:
+                big = any(len(p) + _SEAL_MARGIN > _BATCH_LIMIT for p in payloads)
+                while self._writing and (big or self._out_bytes >= _QUEUE_LIMIT):
+                    self._writer_waited = True
+                    self._writer_done.wait(1.0)
+                    if self._ws is not ws:
+                        break
             if ws is None or self._ws is not ws or not self._connected.is_set():
                 raise ConnectionLost("not connected")
             opcode = OP_BINARY if cipher is not None else OP_TEXT
             frames: list[bytes | tuple[int, bytes]] = []
+            size = 0
             for payload in payloads:  # sealed under the lock: queue order is counter order
                 data = cipher.seal(payload) if cipher is not None else payload
                 frames.append(frame_bytes(opcode, data) if len(data) <= _BATCH_LIMIT else (opcode, data))
-            if not self._queue_frames(ws, frames):
+                size += len(data)
+            if not self._queue_frames(ws, frames, size):
                 return  # the thread writing now sends them
         self._write_queued()
 
-    def _write(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]]) -> None:
-        """Queue ready-made frames (a pong) for *ws* and write them unless another thread is."""
+    def _write(self, ws: websocket.WebSocket, frame: bytes) -> None:
+        """Queue a ready-made small frame (a pong) for *ws*; write it unless another thread is."""
         with self._send_lock:
-            if not self._queue_frames(ws, frames):
+            if not self._queue_frames(ws, [frame], len(frame)):
                 return
         try:
             self._write_queued()
         except ConnectionLost:
             pass  # the thread reading notices
 
-    def _queue_frames(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]]) -> bool:
-        """Queue *frames* (under the send lock); True if the caller must now write.
+    def _queue_frames(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]], size: int) -> bool:
+        """Queue *frames* (*size* bytes; under the send lock); True if the caller must now write.
 
         Writes are combined: the thread that finds nobody writing writes the queue, with
         what other threads queue meanwhile, in as few ``sendall`` calls as it can; the
@@ -636,7 +639,7 @@ class Engine:
         if sock is not self._out_sock:  # a new connection: frames for the old one are void
             self._out, self._out_sock, self._out_bytes = [], sock, 0
         self._out.extend(frames)
-        self._out_bytes += sum(len(f) if isinstance(f, bytes) else len(f[1]) for f in frames)
+        self._out_bytes += size
         if self._writing:
             return False
         self._writing = True
@@ -1001,7 +1004,7 @@ class Engine:
         """Handle one message; the reason if it ends the connection."""
         self._last_seen = time.monotonic()
         if opcode == OP_PING:
-            self._write(ws, [frame_bytes(OP_PONG, bytes(data[:125]))])
+            self._write(ws, frame_bytes(OP_PONG, bytes(data[:125])))
             return None
         if opcode == OP_PONG:
             return None
@@ -1024,8 +1027,7 @@ class Engine:
         # blocking caller that reads) leaves the item in the table, where the dropped
         # connection's _fail_all finds it, never a call that nobody will settle.
         if isinstance(msg, proto.Result):
-            with self._lock:
-                item = self._pending.get(msg.id)
+            item = self._pending.get(msg.id)  # one dict lookup: atomic, no lock needed
             if isinstance(item, CallFuture):
                 self.resolve(item, msg.value, None)
             self._remove(msg.id, item)
