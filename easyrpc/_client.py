@@ -956,13 +956,16 @@ class Engine:
                 self._role = _READER
                 self._reader_wanted = self._leader_seen = False
             handover: _LoopReader | None = None
+            reason: str | None = None
+            stepped_aside = False  # False too if _read_frames raised (an internal error)
             try:
                 reason = self._read_frames(ws, frames)
+                stepped_aside = reason is None
             finally:
                 with self._role_cond:
                     self._role = None
                     loop, self._loop_wanted = self._loop_wanted, None
-                    if loop is not None and reason is None and not loop.is_closed():
+                    if loop is not None and stepped_aside and not loop.is_closed():
                         handover = self._role = _LoopReader(self, loop, ws, frames)
                         frames.incremental = True
                     elif len(self._pending):  # sent while we stepped aside: read on
