@@ -198,8 +198,9 @@ class FrameReader:
         lost if it is interrupted: received bytes are appended in the same statement.
         """
         if self._pos:
-            del self._buf[:self._pos]
-            self._pos = 0
+            # one assignment: an interruption never leaves the position out of step; a
+            # buffer read to its end is replaced, so a big message's capacity is let go
+            self._buf, self._pos = (bytearray() if self._pos == len(self._buf) else self._buf[self._pos:]), 0
         self._await_data()
         before = len(self._buf)
         self._buf += self._sock.recv(_CHUNK)
