@@ -47,9 +47,11 @@ from ._transport import (
     OP_PONG,
     OP_TEXT,
     FrameReader,
+    Writable,
     frame_bytes,
     write_close,
     write_frame,
+    write_items,
 )
 from .exceptions import (
     AuthenticationError,
@@ -67,6 +69,7 @@ END: Any = object()  # resolves a stream's future when the stream has ended
 _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _SEAL_MARGIN = 64  # what sealing adds to a payload, at most
 _QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
+_JOIN_ALL = 1 << 62  # the client's queued byte frames are all small: join them all
 _STOP: Any = object()
 _READER: Any = object()  # the reader thread holds the reading role
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
@@ -332,10 +335,7 @@ class _LoopReader:
                 return
             try:
                 frames.fill()  # one recv: the socket is readable, it does not block
-                while (msg := frames.pop()) is not None:
-                    reason = engine._on_message(self.ws, *msg)
-                    if reason is not None:
-                        break
+                reason = engine._handle_buffered(self.ws, frames)
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = engine._why_lost(exc)
             except BaseException:  # Ctrl-C on the loop: a frame may be half handled
@@ -430,7 +430,7 @@ class Engine:
         self._room_waiters = 0
         self._send_lock = threading.Lock()  # the queue of frames to write, in cipher order
         self._writer_done = threading.Condition(self._send_lock)
-        self._out: list[bytes | tuple[int, bytes]] = []  # frames, or (opcode, payload) if big
+        self._out: list[Writable] = []  # frames, or a big frame's writer
         self._out_sock: socket.socket | None = None  # the socket the queued frames are for
         self._writing = False
         self._writer_waited = False  # threads wait for the writer (room, or its end)
@@ -608,11 +608,11 @@ class Engine:
             if ws is None or self._ws is not ws or not self._connected.is_set():
                 raise ConnectionLost("not connected")
             opcode = OP_BINARY if cipher is not None else OP_TEXT
-            frames: list[bytes | tuple[int, bytes]] = []
+            frames: list[Writable] = []
             size = 0
             for payload in payloads:  # sealed under the lock: queue order is counter order
                 data = cipher.seal(payload) if cipher is not None else payload
-                frames.append(frame_bytes(opcode, data) if len(data) <= _BATCH_LIMIT else (opcode, data))
+                frames.append(frame_bytes(opcode, data) if len(data) <= _BATCH_LIMIT else _big_frame(opcode, data))
                 size += len(data)
             if not self._queue_frames(ws, frames, size):
                 return  # the thread writing now sends them
@@ -628,7 +628,7 @@ class Engine:
         except ConnectionLost:
             pass  # the thread reading notices
 
-    def _queue_frames(self, ws: websocket.WebSocket, frames: list[bytes | tuple[int, bytes]], size: int) -> bool:
+    def _queue_frames(self, ws: websocket.WebSocket, frames: list[Writable], size: int) -> bool:
         """Queue *frames* (*size* bytes; under the send lock); True if the caller must now write.
 
         Writes are combined: the thread that finds nobody writing writes the queue, with
@@ -663,17 +663,7 @@ class Engine:
             if error is not None:
                 continue  # the socket failed: what was queued for it is dropped
             try:
-                batch: list[bytes] = []
-                for item in items:
-                    if isinstance(item, bytes):
-                        batch.append(item)
-                        continue
-                    if batch:
-                        sock.sendall(b"".join(batch))
-                        batch = []
-                    write_frame(sock, *item)
-                if batch:
-                    sock.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                write_items(sock, items, _JOIN_ALL)  # big frames are callables here
             except OSError as exc:
                 error = exc
                 try:
@@ -845,18 +835,15 @@ class Engine:
         clean = True  # only while waiting for data does an interruption lose nothing
         try:
             try:
-                while not _settled(fut):
+                while True:
                     clean = False  # parsing (a big payload is received in pop) and handling
-                    msg = frames.pop()
-                    if msg is None:
-                        clean = True
-                        if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
-                            break  # out of time: wait() expires the call
-                        frames.fill()
-                        continue
-                    reason = self._on_message(ws, *msg)
-                    if reason is not None:
+                    reason = self._handle_buffered(ws, frames)
+                    if reason is not None or _settled(fut):
                         break
+                    clean = True
+                    if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
+                        break  # out of time: wait() expires the call
+                    frames.fill()
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = self._why_lost(exc)
             except BaseException:
@@ -983,18 +970,23 @@ class Engine:
         caller has been answered and nothing else is in flight, None (step aside)."""
         try:
             while True:
-                msg = frames.pop()
-                if msg is None:
-                    if self._leader_seen and (self._loop_wanted is not None or not len(self._pending)):
-                        return None
-                    frames.fill()
-                    continue
-                reason = self._on_message(ws, *msg)
+                reason = self._handle_buffered(ws, frames)
                 if reason is not None:
                     return reason
-                msg = None  # do not keep the last (possibly huge) frame alive while idle
+                if self._leader_seen and (self._loop_wanted is not None or not len(self._pending)):
+                    return None
+                frames.fill()
         except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
             return self._why_lost(exc)
+
+    def _handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
+        """Handle every complete message received so far (whoever holds the reading role);
+        the reason if one ends the connection."""
+        while (msg := frames.pop()) is not None:
+            reason = self._on_message(ws, *msg)
+            if reason is not None:
+                return reason
+        return None
 
     def _why_lost(self, exc: Exception) -> str:
         """Why reading failed, as the reason a connection ended."""
@@ -1215,6 +1207,13 @@ _SETTLED = frozenset(("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"))
 def _settled(fut: Future[Any]) -> bool:
     """``fut.done()`` without taking its lock (one attribute read; the engine's hot loop)."""
     return fut._state in _SETTLED
+
+
+def _big_frame(opcode: int, data: bytes) -> Callable[[socket.socket], None]:
+    """A big frame's writer: masked and written piece by piece, never copied whole."""
+    def write(sock: socket.socket) -> None:
+        write_frame(sock, opcode, data)
+    return write
 
 
 def _readable_now(ws: websocket.WebSocket) -> bool:

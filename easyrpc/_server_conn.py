@@ -31,7 +31,7 @@ from simple_websocket import ConnectionClosed
 from . import _protocol as proto
 from ._frames import OP_BINARY, OP_TEXT, frame_header
 from ._handshake import FrameCipher, new_nonce
-from ._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader
+from ._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, Writable, write_items
 from .exceptions import AuthenticationError, ProtocolError, SerializationError
 
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ class ServerConnection:
         self.cid = ""
         self._send_lock = threading.Lock()  # the queue of frames and the closed flag
         self._writer_done = threading.Condition(self._send_lock)
-        self._out: list[bytes | Callable[[], None]] = []
+        self._out: list[Writable] = []
         self._writing = False
         self._writer_waited = False  # threads wait for the writer (room, or its end)
         self._out_bytes = 0
@@ -372,7 +372,7 @@ class ServerConnection:
         """Close the connection (idempotent); *bye* tells the proxy why, first."""
         if bye is not None:
             self.send(proto.encode("bye", reason=bye))
-        def close_frame() -> None:
+        def close_frame(sock: socket.socket) -> None:  # simple-websocket writes it (its state)
             try:
                 self.ws.close(code, reason)
             except OSError:
@@ -386,8 +386,7 @@ class ServerConnection:
             self._closed = True
             self._closed_at = time.monotonic()
             self._out.append(close_frame)  # after everything queued before it
-            write = not self._writing
-            self._writing = True
+            write = self._become_writer()
         if write:
             self._write_queued()
         self._stop.set()
@@ -426,9 +425,8 @@ class ServerConnection:
                 self._append(OP_BINARY, self._cipher.seal(payload))
             else:
                 self._append(OP_TEXT, payload)
-            if self._writing:
+            if not self._become_writer():
                 return True  # the writer sends it
-            self._writing = True
         return self._write_queued()
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
@@ -437,10 +435,16 @@ class ServerConnection:
             if self._closed:
                 return
             self._append(opcode, payload)
-            if self._writing:
+            if not self._become_writer():
                 return
-            self._writing = True
         self._write_queued()
+
+    def _become_writer(self) -> bool:
+        """(Under the send lock.) True if the caller must now write the queue: nobody is."""
+        if self._writing:
+            return False
+        self._writing = True
+        return True
 
     def _append(self, opcode: int, data: bytes) -> None:
         self._out_bytes += len(data)
@@ -474,20 +478,7 @@ class ServerConnection:
                 if not items:
                     return ok
             try:
-                small: list[bytes] = []
-                for item in items:
-                    if isinstance(item, bytes) and len(item) < _SMALL_FRAME:
-                        small.append(item)
-                        continue
-                    if small:
-                        self.sock.sendall(small[0] if len(small) == 1 else b"".join(small))
-                        small = []
-                    if isinstance(item, bytes):
-                        self.sock.sendall(item)
-                    else:
-                        item()
-                if small:
-                    self.sock.sendall(small[0] if len(small) == 1 else b"".join(small))
+                write_items(self.sock, items, _SMALL_FRAME)
             except OSError as exc:
                 if ok:
                     self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
 from .exceptions import ProtocolError
 
-__all__ = ["FrameReader", "FrameError", "frame_bytes", "write_frame", "write_close",
+__all__ = ["FrameReader", "FrameError", "Writable", "frame_bytes", "write_frame", "write_items", "write_close",
            "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 OP_CONT = 0x0
@@ -114,6 +114,29 @@ def write_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
     sock.sendall(header + key)
     for piece in _mask_chunks(key, memoryview(payload)):
         sock.sendall(piece)
+
+
+Writable = bytes | Callable[[socket.socket], None]
+
+
+def write_items(sock: socket.socket, items: list[Writable], join_below: int) -> None:
+    """Write *items* in order in as few ``sendall`` calls as can be: frames shorter than
+    *join_below* bytes are joined, longer ones written as they are (never copied), and a
+    callable writes itself (a big frame masked piece by piece, a close frame)."""
+    small: list[bytes] = []
+    for item in items:
+        if isinstance(item, bytes) and len(item) < join_below:
+            small.append(item)
+            continue
+        if small:
+            sock.sendall(small[0] if len(small) == 1 else b"".join(small))
+            small = []
+        if isinstance(item, bytes):
+            sock.sendall(item)
+        else:
+            item(sock)
+    if small:
+        sock.sendall(small[0] if len(small) == 1 else b"".join(small))
 
 
 def write_close(sock: socket.socket, code: int = 1000, reason: str = "") -> None:
