@@ -766,6 +766,11 @@ class Engine:
                 self._reader_wanted = True
                 self._role_cond.notify()
 
+    @property
+    def in_flight(self) -> int:
+        """Calls and streams registered and not yet finished."""
+        return len(self._pending)
+
     def read_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let *loop* (the running loop, which just sent calls) read their replies itself.
 

@@ -314,6 +314,8 @@ class ServerConnection:
         self._last_seen = time.monotonic()
         self._stop = threading.Event()
         self._inbox_lock = threading.Lock()
+        self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
+        self._welcomed = False
         self._ready = False
         self._early: list[bytes | str] = []
 
@@ -322,9 +324,6 @@ class ServerConnection:
         """Serve this connection until it closes (runs on the Flask-Sock handler thread)."""
         try:
             if not self._handshake():
-                return
-            if not self.server.add_connection(self):
-                self.close(1001, "server shutting down")
                 return
             self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
             try:
@@ -340,6 +339,7 @@ class ServerConnection:
         except ConnectionClosed:
             pass
         finally:
+            self.server.remove_connection(self)  # also if the handshake failed after adding it
             self.close(1000, "")
             self._teardown()
 
@@ -492,7 +492,10 @@ class ServerConnection:
         return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
 
     def push_functions(self) -> None:
-        self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace)))
+        """Send the functions on offer now (after the welcome, which carries them until then)."""
+        with self._push_lock:
+            if self._welcomed:
+                self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace)))
 
     # --- handshake ---------------------------------------------------------------------
     def _handshake(self) -> bool:
@@ -536,6 +539,17 @@ class ServerConnection:
         self.namespace = claims["ns"]
         self.cid = uuid.uuid4().hex
         proof = server.secret.server_proof(nonce, claims["cn"], self.cid)
+        # Added before its function list is taken: a function registered from now on is
+        # pushed to it (push_functions waits for the welcome, which the list goes out in).
+        if not server.add_connection(self):
+            self.close(1001, "server shutting down")
+            return False
+        with self._push_lock:
+            return self._welcome(nonce, claims["cn"], proof)
+
+    def _welcome(self, nonce: str, client_nonce: str, proof: str) -> bool:
+        """(Under the push lock.) Send the welcome with the functions on offer now."""
+        server = self.server
         welcome = proto.encode("welcome", cid=self.cid, proof=proof, fs=server.get_registered_functions(self.namespace))
         if self.owned:
             self._frames.max_message = server.max_message_size
@@ -552,7 +566,8 @@ class ServerConnection:
         if not self.send(welcome):  # the welcome goes out in clear; later frames are sealed
             return False
         if server.encryption_enabled:
-            self._cipher = server.secret.frame_cipher(nonce, claims["cn"], is_server=True)
+            self._cipher = server.secret.frame_cipher(nonce, client_nonce, is_server=True)
+        self._welcomed = True
         return True
 
     def _release_early(self) -> None:

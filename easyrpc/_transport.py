@@ -38,7 +38,12 @@ OP_CONT = 0x0
 OP_PING = 0x9
 OP_PONG = 0xA
 
-_CHUNK = 1 << 18  # receive size, and the masking chunk
+_CHUNK = 1 << 18  # the masking chunk
+# One recv's size. Python allocates the whole size for every recv and then shrinks the
+# result; at 256 KiB that allocation went through mmap/mremap/munmap (three system calls
+# per message); 64 KiB stays on the heap. A big frame is received straight into its own
+# buffer (FrameReader._read_big), so this size does not limit big messages.
+_RECV = 1 << 16
 _BIG = 1 << 20  # payloads at least this big are received into their own buffer
 _PREALLOC = 1 << 24  # a big payload's buffer starts at most this big, then doubles
 
@@ -214,6 +219,10 @@ class FrameReader:
                 self._fragment_size = 0
                 return self._fragment_op, data
 
+    def drained(self) -> bool:
+        """True if every byte received so far has been returned by :meth:`pop`."""
+        return self._pos == len(self._buf)
+
     def fill(self) -> None:
         """Receive what the socket has (blocking until something arrives).
 
@@ -226,7 +235,7 @@ class FrameReader:
             self._buf, self._pos = (bytearray() if self._pos == len(self._buf) else self._buf[self._pos:]), 0
         self._await_data()
         before = len(self._buf)
-        self._buf += self._sock.recv(_CHUNK)
+        self._buf += self._sock.recv(_RECV)
         if len(self._buf) == before:
             raise ConnectionError("the peer closed the connection")
 

@@ -6,15 +6,18 @@ import inspect
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask import Flask
 
 import easyrpc
 from easyrpc import CallTimeout, FunctionNotFound, RemoteError, SerializationError
+from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
-from .conftest import wait_for
+from .conftest import SECRET, Served, wait_for
 
 
 @pytest.fixture
@@ -308,3 +311,37 @@ def test_closed_port_fails_fast(connect: Any) -> None:
     with pytest.raises(ConnectionError):
         connect(Nowhere)
     assert time.monotonic() - start < 2
+
+
+def test_a_function_registered_while_a_proxy_connects_reaches_it(
+        serve: Callable[..., Served], open_proxy: Any) -> None:
+    """The server takes the welcome's function list only once the connection is
+    registered for pushes: a function registered in between is pushed, never lost."""
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET)
+
+    @rpc.origin
+    def first() -> int:
+        return 1
+
+    def late() -> int:
+        return 2
+
+    original = rpc.get_registered_functions
+    raced: list[bool] = []
+
+    def listing(namespace: str = "DEFAULT") -> list[dict[str, Any]]:
+        funcs = original(namespace)
+        if not raced:  # the welcome's list: register another function right after it
+            raced.append(True)
+            registrar = threading.Thread(target=rpc.origin, args=(late,), name="test-registrar", daemon=True)
+            registrar.start()
+            registrar.join(0.3)  # it may wait for the welcome to go out first
+        return funcs
+
+    rpc.get_registered_functions = listing  # type: ignore[method-assign]
+    served = serve(app, rpc)
+    p = open_proxy(served)
+    assert raced
+    assert wait_for(lambda: "late" in p, timeout=3)
+    assert p.late() == 2

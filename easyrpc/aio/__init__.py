@@ -172,7 +172,10 @@ class EasyRpcProxy(ProxyBase):
             loop = asyncio.get_running_loop()
             result = bridge_to_loop(fut, loop)
             if len(fut.payload) < _SEND_OFF_LOOP:
-                self._queue_send(loop, fut)
+                if self._outbox or engine.in_flight > 1:
+                    self._queue_send(loop, fut)
+                else:  # a lone call goes out at once: one turn of the loop less per call
+                    self._send_now(loop, [fut])
             else:  # writing megabytes would stall the event loop: write on a helper thread
                 try:
                     await _off_loop(lambda: engine.send_items((fut,)), "send")
@@ -193,8 +196,11 @@ class EasyRpcProxy(ProxyBase):
 
     def _flush(self) -> None:
         items, self._outbox = self._outbox, []
+        self._send_now(asyncio.get_running_loop(), items)
+
+    def _send_now(self, loop: asyncio.AbstractEventLoop, items: list[CallFuture]) -> None:
         self._engine.send_items(items)
-        self._engine.read_in_loop(asyncio.get_running_loop())
+        self._engine.read_in_loop(loop)
 
     async def close(self) -> None:
         """Close the connection (off the event loop); pending calls fail with ConnectionLost."""
