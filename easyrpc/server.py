@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handshake import Secret
 from ._pool import WorkerPool
+from ._server_conn import InlineWatch
 from ._signature import describe_function, is_identifier
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class EasyRpcServer:
         self._max_workers = max_workers
         self._pool: WorkerPool | None = None
         self._loop = _LoopThread("easyrpc-server-loop")
+        self._inline_watch = InlineWatch("easyrpc-watchdog")  # its thread starts on first use
         self.app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -396,6 +398,10 @@ class EasyRpcServer:
                 self._pool = WorkerPool(self._max_workers)
             return self._pool
 
+    def inline_watch(self) -> InlineWatch:
+        """The watchdog of calls run by connections' reading threads."""
+        return self._inline_watch
+
     def event_loop(self) -> asyncio.AbstractEventLoop:
         """The event loop thread's loop, for ``async def`` functions (started on first use)."""
         return self._loop.get()
@@ -467,4 +473,5 @@ class EasyRpcServer:
                 self.log.warning("%d worker threads still run functions after the grace period; "
                                  "they end when those functions return", busy)
         self._loop.close()
+        self._inline_watch.close()
         self.log.info("easyrpc server on %s closed", self.path)

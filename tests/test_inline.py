@@ -1,0 +1,191 @@
+"""Calls the server's reading thread runs itself, and the relay that takes over reading.
+
+A connection with nothing else in flight runs a plain call on its handler thread (no
+hand-off to a worker). These tests pin down what must still hold: a long call never
+keeps the connection's other messages waiting (the watchdog has the relay read), the
+connection's keepalive is answered meanwhile, a peer that leaves is noticed at once, and
+every thread involved is named and ends with the connection or the server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from easyrpc import _server_conn
+from easyrpc.exceptions import ConnectionLost
+from easyrpc.proxy import EasyRpcProxy
+from easyrpc.server import EasyRpcServer
+
+from .conftest import SECRET, Served, wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Gate:
+    """A server-side function that holds until released, and says when it started."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.thread_name = ""
+
+    def hold(self) -> str:
+        self.thread_name = threading.current_thread().name
+        self.started.set()
+        self.release.wait(10)
+        return "held"
+
+
+@pytest.fixture
+def gated(serve: Callable[..., Served]) -> Iterator[tuple[Served, EasyRpcServer, Gate]]:
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET)
+    gate = Gate()
+
+    @rpc.origin
+    def who() -> str:
+        return threading.current_thread().name
+
+    @rpc.origin
+    def open_gate() -> str:
+        gate.release.set()
+        return threading.current_thread().name
+
+    @rpc.origin
+    def sleep(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    rpc.register(gate.hold, name="hold")
+    served = serve(app, rpc)
+    yield served, rpc, gate
+    gate.release.set()  # never leave a handler thread held
+
+
+def _in_background(fn: Callable[[], Any]) -> Future[Any]:
+    fut: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="test-caller", daemon=True).start()
+    return fut
+
+
+def _sequential(p: Any) -> None:
+    """Make the connection's next plain call run inline: a streak of solo calls."""
+    for _ in range(_server_conn._SOLO_STREAK):
+        p.who()
+
+
+def _hold_inline(p: Any, gate: Gate) -> Future[Any]:
+    """Start hold() so that it runs inline on the connection's thread; its future."""
+    _sequential(p)
+    held = _in_background(p.hold)
+    assert gate.started.wait(5)
+    assert not gate.thread_name.startswith("easyrpc-worker")  # it runs inline
+    return held
+
+
+def test_sequential_calls_run_on_the_connection_thread(gated: Any, open_proxy: Any) -> None:
+    served, _, _ = gated
+    p = open_proxy(served)
+    names = [p.who() for _ in range(50)]
+    # the first calls of a streak go to the pool; from then on, the connection's thread
+    first = _server_conn._SOLO_STREAK - 1
+    assert all(n.startswith("easyrpc-worker") for n in names[:first]), names
+    assert not any(n.startswith("easyrpc-worker") for n in names[first:]), names
+
+
+def test_a_call_arriving_during_a_long_inline_call_is_served(gated: Any, open_proxy: Any) -> None:
+    served, _, gate = gated
+    p = open_proxy(served)
+    held = _hold_inline(p, gate)
+    # Without a relay reading meanwhile, this call would wait behind hold(), which waits
+    # for it: a deadlock the call's time limit turns into CallTimeout.
+    ran_on = p.open_gate.with_timeout(5)()
+    assert ran_on.startswith("easyrpc-worker")
+    assert held.result(5) == "held"
+    assert p.who()  # and the connection reads on as before
+
+
+def test_keepalive_is_answered_during_a_long_inline_call(gated: Any, open_proxy: Any) -> None:
+    served, _, _ = gated
+    # The proxy drops a server silent for 0.3 + 0.3 s; the call runs inline for 1.5 s.
+    p = open_proxy(served, ping_interval=0.3, ping_timeout=0.3, reconnect=False)
+    _sequential(p)
+    assert p.sleep(1.5) == 1.5
+    assert p.who()
+
+
+def test_a_peer_leaving_during_a_long_inline_call_is_noticed_at_once(gated: Any) -> None:
+    served, rpc, gate = gated
+    p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, reconnect=False)
+    held = _hold_inline(p, gate)
+    assert wait_for(lambda: rpc.connection_count == 1)
+    p.close()
+    with pytest.raises(ConnectionLost):
+        held.result(5)
+    # the relay reads the close while hold() still runs, and forgets the connection
+    assert wait_for(lambda: rpc.connection_count == 0 and rpc.active_calls == 0, timeout=3)
+    assert not gate.release.is_set()
+    relays = [t for t in threading.enumerate() if t.name.startswith("easyrpc-relay")]
+    assert wait_for(lambda: not any(t.is_alive() for t in relays), timeout=3)
+    gate.release.set()
+
+
+def test_server_close_during_a_long_inline_call(gated: Any) -> None:
+    served, rpc, gate = gated
+    p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, reconnect=False)
+    try:
+        held = _hold_inline(p, gate)
+        start = time.monotonic()
+        rpc.close(grace=0.3)
+        assert time.monotonic() - start < 3
+        with pytest.raises(ConnectionLost):
+            held.result(5)
+        assert not any(t.name == "easyrpc-watchdog" and t.is_alive() for t in threading.enumerate())
+    finally:
+        gate.release.set()
+        p.close()
+
+
+def test_the_watchdog_ticks_only_while_inline_calls_happen(gated: Any, open_proxy: Any) -> None:
+    served, rpc, _ = gated
+    p = open_proxy(served)
+    watch = rpc.inline_watch()
+    p.who()
+    assert wait_for(lambda: watch.idle, timeout=3)  # then started again by the calls below
+    start_ticks = watch.ticks
+    start = time.monotonic()
+    for _ in range(200):
+        p.who()
+    elapsed = time.monotonic() - start
+    # One look every _INLINE_LIMIT / 2 at most (a spinning watchdog looks thousands of times).
+    assert watch.ticks - start_ticks <= elapsed / (_server_conn._INLINE_LIMIT / 2) + 5
+    assert wait_for(lambda: watch.idle, timeout=3)
+    asleep = watch.ticks
+    time.sleep(0.2)  # nothing runs: the count must not move
+    assert watch.ticks == asleep
+
+
+def test_concurrent_calls_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
+    served, _, gate = gated
+    p = open_proxy(served)
+    held = _hold_inline(p, gate)
+    # with hold() in flight, these are not the connection's only call: workers run them
+    names = [p.who() for _ in range(5)]
+    assert all(n.startswith("easyrpc-worker") for n in names), names
+    gate.release.set()
+    assert held.result(5) == "held"
+
