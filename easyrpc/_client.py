@@ -76,13 +76,15 @@ _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking c
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
-def bridge_to_loop(fut: Future[Any], loop: Any) -> Any:
+def bridge_to_loop(fut: Future[Any], loop: Any, *, cancel_back: bool = True) -> Any:
     """An asyncio future on *loop* that the engine settles together with *fut*.
 
     ``asyncio.wrap_future`` would attach a callback to *fut*, sending its settlement
     through the dispatcher thread; a bridge is settled straight from whichever engine
     thread settles *fut*, with ``call_soon_threadsafe`` (no user code runs there).
-    Cancelling the returned future cancels *fut* (and so the call on the server).
+    Cancelling the returned future cancels *fut* (and so the call on the server); with
+    ``cancel_back=False`` the caller does that itself where it awaits, which spares the
+    loop a callback per settlement.
     """
     afut = loop.create_future()
     bridge = (_inbox_for(loop), afut)
@@ -93,11 +95,12 @@ def bridge_to_loop(fut: Future[Any], loop: Any) -> Any:
         else:
             settle_in_loop(bridge, None if fut.exception() else fut.result(), fut.exception())
 
-    def on_done(done: Any) -> None:
-        if done.cancelled():
-            fut.cancel()
+    if cancel_back:
+        def on_done(done: Any) -> None:
+            if done.cancelled():
+                fut.cancel()
 
-    afut.add_done_callback(on_done)
+        afut.add_done_callback(on_done)
     return afut
 
 

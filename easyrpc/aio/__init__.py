@@ -170,7 +170,7 @@ class EasyRpcProxy(ProxyBase):
             fut.leads = True  # this loop reads the reply (Engine.read_in_loop)
             engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
             loop = asyncio.get_running_loop()
-            result = bridge_to_loop(fut, loop)
+            result = bridge_to_loop(fut, loop, cancel_back=False)
             if len(fut.payload) < _SEND_OFF_LOOP:
                 if self._outbox or engine.in_flight > 1:
                     self._queue_send(loop, fut)
@@ -183,7 +183,11 @@ class EasyRpcProxy(ProxyBase):
                     fut.cancel()
                     raise
                 engine.read_in_loop(loop)
-            return await result
+            try:
+                return await result
+            except asyncio.CancelledError:
+                fut.cancel()  # the awaiting task was cancelled: so is the call, on the server too
+                raise
 
         return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
 
