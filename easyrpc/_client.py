@@ -445,6 +445,7 @@ class Engine:
         self._cipher: FrameCipher | None = None
         self._connected = threading.Event()
         self._closing = threading.Event()
+        self._gone: str | None = None  # why the connection ended, once it will not come back
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_seen = time.monotonic()
         self._ping_token = 0
@@ -697,6 +698,8 @@ class Engine:
         with self._lock:
             if self._closing.is_set():
                 raise ConnectionLost("the proxy is closed")
+            if self._gone is not None:  # lost, and this proxy does not reconnect
+                raise ConnectionLost(self._gone)
             if len(self._pending) >= self.max_in_flight:
                 wait_until = now + (limit if limit is not None else self.connect_timeout)
                 while len(self._pending) >= self.max_in_flight:
@@ -1082,6 +1085,9 @@ class Engine:
             ws.shutdown()  # type: ignore[no-untyped-call]
         if not self._closing.is_set():
             log.warning("connection to %s lost: %s", self.url, reason)
+        if not self.reconnect:
+            with self._lock:  # later calls fail at once instead of waiting for a connection
+                self._gone = f"{self.url}: {reason} (the proxy does not reconnect)"
         self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
         _notify(self._lost_listeners, "connection-lost")
 

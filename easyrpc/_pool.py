@@ -17,11 +17,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["WorkerPool"]
+__all__ = ["PoolClosed", "WorkerPool"]
 
 T = TypeVar("T")
 log = logging.getLogger("easyrpc.server")
 _STOP: Any = None
+
+
+class PoolClosed(RuntimeError):
+    """The pool (or the server that owns it) is shut down: nothing more runs on it."""
 
 
 class WorkerPool:
@@ -42,7 +46,7 @@ class WorkerPool:
         """Run ``fn(*args)`` on a worker; exceptions are logged (tasks report their own)."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("the worker pool is shut down")
+                raise PoolClosed("the worker pool is shut down")
             if self._idle > 0:
                 self._idle -= 1  # this task takes an idle worker
             elif len(self._threads) < self._max:

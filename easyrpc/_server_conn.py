@@ -31,6 +31,7 @@ from simple_websocket import ConnectionClosed
 from . import _protocol as proto
 from ._frames import OP_BINARY, OP_TEXT, frame_header
 from ._handshake import FrameCipher, new_nonce
+from ._pool import PoolClosed
 from ._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, Writable, write_items
 from .exceptions import AuthenticationError, ProtocolError, SerializationError
 
@@ -141,10 +142,26 @@ class _Stream:
 
     def _schedule(self) -> None:
         server = self.conn.server
-        if self.is_async:
-            self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), server.event_loop())
-        else:
-            server.executor().submit(self._pump_sync)
+        try:
+            if self.is_async:
+                self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), server.event_loop())
+            else:
+                server.executor().submit(self._pump_sync)
+        except PoolClosed:  # the server has closed its pool and loop: close the generator here
+            self._close_here()
+
+    def _close_here(self) -> None:
+        with self.lock:
+            self.cancelled = True
+        try:
+            if self.gen is not None:
+                if self.is_async:
+                    asyncio.run(self.gen.aclose())
+                else:
+                    self.gen.close()
+        except Exception:  # noqa: BLE001 - a generator failing to close: log it, the stream ends
+            self.conn.log.exception("stream %s: closing its generator failed", self.id)
+        self._finish(None)
 
     def add_credit(self, n: int) -> None:
         with self.lock:
@@ -285,6 +302,14 @@ class InlineWatch:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._watch_calls()
+        finally:
+            with self._lock:  # however it ends, the next inline call starts another
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _watch_calls(self) -> None:
         period = _INLINE_LIMIT / 2
         idle_ticks = max(1, int(_WATCH_IDLE / period))
         begun, quiet = -1, 0
@@ -306,7 +331,11 @@ class InlineWatch:
                 if idle:
                     self._thread = None  # the next inline call starts another
             for conn, since in late:
-                conn.take_over(since)
+                try:
+                    conn.take_over(since)
+                except Exception:  # noqa: BLE001 - one connection's failure must not stop the watchdog
+                    conn.log.exception("connection %s: no relay for a long call (it holds up that connection)",
+                                       conn.cid)
             if idle:
                 return
 
@@ -463,8 +492,10 @@ class ServerConnection:
             thread.join(1.0)
 
     def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
-        """Close the connection (idempotent); *bye* tells the proxy why, first."""
-        if bye is not None:
+        """Close the connection (idempotent); *bye* tells the proxy why, first (once it
+        has been welcomed: before that the proxy expects the welcome, and the close frame
+        alone tells it)."""
+        if bye is not None and self._welcomed:
             self.send(proto.encode("bye", reason=bye))
         def close_frame(sock: socket.socket) -> None:  # simple-websocket writes it (its state)
             try:
@@ -803,7 +834,14 @@ class ServerConnection:
             self._taken = True
             relay = threading.Thread(target=self._relay_run, name=f"easyrpc-relay-{self.cid[:8]}", daemon=True)
             self._relays = [t for t in self._relays if t.is_alive()] + [relay]
-        relay.start()
+        try:
+            relay.start()
+        except BaseException:  # no thread to be had: nobody will hand back, the handler reads on
+            with self._role:
+                self._taken = False
+                self._relays.remove(relay)
+                self._role.notify_all()
+            raise
 
     def _relay_run(self) -> None:
         """Read until the handler thread can again (one thread per takeover)."""
@@ -954,6 +992,14 @@ class ServerConnection:
             self.send(proto.encode_failure(msg.id, proto.error_wire(
                 "FunctionNotFound", f"no function named {msg.fn!r} in this namespace")))
             return
+        try:
+            self._dispatch(msg, reg, task)
+        except PoolClosed:  # the server closed its pool and loop meanwhile
+            self.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(
+                "ServerBusy", "the server is shutting down")))
+
+    def _dispatch(self, msg: proto.Call, reg: Any, task: _Call | _Stream) -> None:
+        server = self.server
         if reg.kind == "builtin":
             self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
         elif reg.kind == "sync":

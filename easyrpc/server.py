@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handshake import Secret
-from ._pool import WorkerPool
+from ._pool import PoolClosed, WorkerPool
 from ._server_conn import InlineWatch
 from ._signature import describe_function, is_identifier
 
@@ -198,6 +198,7 @@ class EasyRpcServer:
         self._links: dict[ServerLink, dict[str, Registered]] = {}  # in creation order
         self.server_id = uuid.uuid4().hex  # identifies this server in forwarded routes
         self._closing = False
+        self._closed = False
         self._max_workers = max_workers
         self._pool: WorkerPool | None = None
         self._loop = _LoopThread("easyrpc-server-loop")
@@ -392,9 +393,14 @@ class EasyRpcServer:
 
     # --- execution resources -----------------------------------------------------------
     def executor(self) -> WorkerPool:
-        """The bounded worker pool for plain and generator functions (created on first use)."""
+        """The bounded worker pool for plain and generator functions (created on first use).
+
+        Raises PoolClosed once the server has closed it: nothing starts threads again.
+        """
         with self._lock:
             if self._pool is None:
+                if self._closed:
+                    raise PoolClosed("the server is closed")
                 self._pool = WorkerPool(self._max_workers)
             return self._pool
 
@@ -403,7 +409,12 @@ class EasyRpcServer:
         return self._inline_watch
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop thread's loop, for ``async def`` functions (started on first use)."""
+        """The event loop thread's loop, for ``async def`` functions (started on first use).
+
+        Raises PoolClosed once the server has closed it.
+        """
+        if self._closed:
+            raise PoolClosed("the server is closed")
         return self._loop.get()
 
     @property
@@ -465,6 +476,7 @@ class EasyRpcServer:
             conn.close(1001, "server shutting down", bye="server shutting down")
         with self._lock:
             pool, self._pool = self._pool, None
+            self._closed = True  # from here on no pool or loop is built again
         if pool is not None:
             # Queued calls are dropped; running ones cannot be interrupted: wait for them
             # only as long as the grace period allows.

@@ -9,6 +9,7 @@ every thread involved is named and ends with the connection or the server.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from easyrpc import _server_conn
+from easyrpc import _server_conn, _transport
 from easyrpc.exceptions import ConnectionLost
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import EasyRpcServer
@@ -189,3 +190,142 @@ def test_concurrent_calls_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
     gate.release.set()
     assert held.result(5) == "held"
 
+
+
+def test_a_relay_that_cannot_start_leaves_the_connection_working(
+        gated: Any, open_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting the relay fails once (as under thread exhaustion): the long call still
+    answers, the connection reads on afterwards, and the watchdog lives on."""
+    served, rpc, gate = gated
+    orig_start = threading.Thread.start
+    failed = threading.Event()
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("easyrpc-relay") and not failed.is_set():
+            failed.set()
+            raise RuntimeError("can't start new thread")
+        orig_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    p = open_proxy(served, reconnect=False)
+    held = _hold_inline(p, gate)
+    assert failed.wait(5)  # the watchdog tried to start a relay
+    gate.release.set()
+    assert held.result(5) == "held"
+    assert p.who.with_timeout(3)()  # the handler thread reads again
+    # and a later long call gets its relay
+    gate.started.clear()
+    gate.release.clear()
+    held = _hold_inline(p, gate)
+    assert p.open_gate.with_timeout(5)().startswith("easyrpc-worker")
+    assert held.result(5) == "held"
+
+
+# --- one reader at a time, under takeovers and handbacks -------------------------------
+
+class ReaderGuard:
+    """Flags two threads inside one server-side FrameReader's pop/fill at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.violations: list[str] = []
+        self._lock = threading.Lock()
+        self._inside: dict[int, int] = {}
+        for name in ("pop", "fill", "wait_readable"):
+            orig = getattr(_transport.FrameReader, name)
+            monkeypatch.setattr(_transport.FrameReader, name, self._wrap(orig, name))
+
+    def _wrap(self, orig: Callable[..., Any], name: str) -> Callable[..., Any]:
+        guard = self
+
+        def wrapper(reader: Any, *args: Any, **kwargs: Any) -> Any:
+            if not reader._masked:  # the client's reader: not ours to check
+                return orig(reader, *args, **kwargs)
+            me = threading.get_ident()
+            with guard._lock:
+                other = guard._inside.get(id(reader))
+                if other is not None and other != me:
+                    guard.violations.append(f"{name}: {threading.current_thread().name} while {other} reads")
+                guard._inside[id(reader)] = me
+            try:
+                return orig(reader, *args, **kwargs)
+            finally:
+                with guard._lock:
+                    if guard._inside.get(id(reader)) == me:
+                        del guard._inside[id(reader)]
+
+        return wrapper
+
+
+
+
+def _stress_app(serve: Callable[..., Served], **kw: Any) -> tuple[Served, EasyRpcServer]:
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET, **kw)
+
+    @rpc.origin
+    def nap(seconds: float) -> float:
+        if seconds:
+            time.sleep(seconds)
+        return seconds
+
+    @rpc.origin
+    def count(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    return serve(app, rpc), rpc
+
+
+def _stress(p: EasyRpcProxy, seconds: float) -> None:
+    rng = random.Random(1)
+    stop = time.monotonic() + seconds
+    errors: list[BaseException] = []
+
+    def side() -> None:
+        r = random.Random(2)
+        while time.monotonic() < stop:
+            try:
+                assert p.nap(r.choice([0, 0.0005, 0.003])) is not None
+                if r.random() < 0.2:
+                    assert list(p.count(5)) == [0, 1, 2, 3, 4]
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+            time.sleep(r.choice([0.0, 0.01, 0.05]))
+
+    t = threading.Thread(target=side, name="test-side", daemon=True)
+    t.start()
+    n = 0
+    while time.monotonic() < stop:
+        d = rng.choice([0, 0, 0, 0.001, 0.0025, 0.004, 0.02])
+        assert p.nap.with_timeout(10)(d) == d
+        n += 1
+    t.join(15)
+    assert not errors, errors
+    assert n > 50
+
+
+@pytest.mark.parametrize("encryption", [False, True])
+def test_one_reader_at_a_time_under_takeovers_and_handbacks(
+        serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch, encryption: bool) -> None:
+    """Sequential calls around the 2 ms limit, concurrent calls and streams, keepalive every
+    0.2 s: many takeovers and handbacks, and never two threads in the reader at once."""
+    guard = ReaderGuard(monkeypatch)
+    served, rpc = _stress_app(serve, encryption_enabled=encryption)
+    p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET,
+                            ping_interval=0.2, ping_timeout=0.5, reconnect=False,
+                            encryption_enabled=encryption)
+    takeovers = [0]
+    orig_relay = _server_conn.ServerConnection._relay_run
+
+    def counted(self: Any) -> None:
+        takeovers[0] += 1
+        orig_relay(self)
+
+    monkeypatch.setattr(_server_conn.ServerConnection, "_relay_run", counted)
+    try:
+        _stress(p, 3.0)
+    finally:
+        p.close()
+    assert takeovers[0] > 10, takeovers
+    assert wait_for(lambda: rpc.connection_count == 0)
+    assert not guard.violations, guard.violations[:5]

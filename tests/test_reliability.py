@@ -319,3 +319,74 @@ def test_finished_calls_are_not_kept_alive_until_their_deadline(server: Any) -> 
         del fut
         gc.collect()
         assert ref() is None
+
+
+def test_server_closing_during_a_handshake_sends_no_bye_before_the_welcome(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is registered before its welcome goes out; a server.close() in that
+    window must not send 'bye' (a message for welcomed proxies) ahead of the welcome."""
+    app, rpc, _ = build_app()
+    served = serve(app, rpc)
+    in_welcome = threading.Event()
+    closed = threading.Event()
+    orig = rpc.get_registered_functions
+
+    def slow(namespace: str = "DEFAULT") -> Any:
+        if threading.current_thread().name.startswith("Thread") and not in_welcome.is_set():
+            in_welcome.set()  # the handshake thread, after add_connection, before the welcome
+            closed.wait(5)
+        return orig(namespace)
+
+    monkeypatch.setattr(rpc, "get_registered_functions", slow)
+    closer = threading.Thread(target=lambda: (in_welcome.wait(5), rpc.close(grace=0), closed.set()),
+                              name="test-closer", daemon=True)
+    closer.start()
+    with pytest.raises(ConnectionError) as info:
+        EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, reconnect=False)
+    closer.join(5)
+    assert in_welcome.is_set()
+    assert "unexpected reply" not in str(info.value), info.value
+
+
+def test_an_idle_stream_at_server_close_starts_no_new_threads(serve: Any) -> None:
+    """Closing the server closes an idle generator without building a new worker pool."""
+    app, rpc, _ = build_app()
+    served = serve(app, rpc)
+    before = {t.ident for t in threading.enumerate()}
+    p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, reconnect=False,
+                            stream_window=2)
+    try:
+        it = p.forever()
+        assert next(it) == 0
+        assert wait_for(lambda: rpc.active_streams == 1)
+        rpc.close(grace=0.2)
+        assert wait_for(lambda: rpc.connection_count == 0)
+    finally:
+        p.close()
+
+    def leaked() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t.name.startswith("easyrpc-") and t.ident not in before and t.is_alive()
+                and not t.name.startswith(("easyrpc-dispatch", "easyrpc-reader"))]
+
+    assert wait_for(lambda: not leaked(), timeout=3), leaked()
+
+
+def test_a_call_on_a_proxy_that_lost_its_connection_for_good_fails_at_once(serve: Any) -> None:
+    """reconnect=False: once the connection is gone, a new call is ConnectionLost at once,
+    not a wait for a connection that never comes (CallTimeout after its limit)."""
+    app, rpc, _ = build_app()
+    served = serve(app, rpc)
+    p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET, reconnect=False)
+    try:
+        assert p.good_func_a(1, 5, 7)
+        rpc.close(grace=0)
+        assert wait_for(lambda: not p.connected)
+        start = time.monotonic()
+        with pytest.raises(ConnectionLost):
+            p.good_func_a.with_timeout(3)(1, 5, 7)
+        assert time.monotonic() - start < 1
+        with pytest.raises(ConnectionLost):
+            p.good_func_a.submit(1, 5, 7).result(3)
+    finally:
+        p.close()
