@@ -760,22 +760,35 @@ class ServerConnection:
 
     def _read_owned(self) -> None:
         """Read the owned socket on this (the handler) thread until the connection ends."""
-        frames = self._frames
         self._handler = self._reader = threading.get_ident()
+        self._read_frames(relay=False)
+
+    def _read_frames(self, *, relay: bool) -> bool:
+        """Read and handle frames until the connection ends (False) or, for the relay,
+        until the handler thread's call is over and nothing is buffered (True)."""
+        frames = self._frames
         try:
             while True:
                 msg = frames.pop()
                 if msg is None:
-                    frames.fill()
+                    if not relay:
+                        frames.fill()  # its ticks run _on_tick
+                    elif self.inline_since is None:
+                        return True  # hand reading back
+                    elif frames.wait_readable(_RELAY_TICK):
+                        frames.fill()
+                    else:
+                        self._on_tick()
                     continue
                 if not self._on_message(*msg):
-                    return
+                    return False
                 msg = None  # do not keep a huge frame alive
         except FrameError as exc:
             self.log.warning("connection %s: %s; closed", self.cid, exc)
             self.close(exc.code, "bad frame")
         except (OSError, _Stop):
             pass  # the peer is gone, or we dropped it
+        return False
 
     def _on_message(self, opcode: int, data: bytes) -> bool:
         """Handle one frame read from the owned socket; False once the connection ends."""
@@ -849,7 +862,10 @@ class ServerConnection:
             self._reader = threading.get_ident()
             ended = self._ended
         try:
-            ended = ended or not self._relay_read()
+            ended = ended or not self._read_frames(relay=True)
+        except Exception:  # noqa: BLE001 - top of the relay thread: log, end the connection
+            self.log.exception("connection %s: reading failed", self.cid)
+            ended = True
         finally:
             with self._role:
                 self._taken = False
@@ -861,32 +877,6 @@ class ServerConnection:
             self._stop.set()
             self.server.remove_connection(self)
             self._abandon_all()
-
-    def _relay_read(self) -> bool:
-        """Read while the handler thread runs its call; False once the connection ends."""
-        frames = self._frames
-        try:
-            while True:
-                msg = frames.pop()
-                if msg is None:
-                    if self.inline_since is None:
-                        return True  # hand reading back
-                    if frames.wait_readable(_RELAY_TICK):
-                        frames.fill()
-                    else:
-                        self._on_tick()
-                    continue
-                if not self._on_message(*msg):
-                    return False
-                msg = None
-        except FrameError as exc:
-            self.log.warning("connection %s: %s; closed", self.cid, exc)
-            self.close(exc.code, "bad frame")
-        except (OSError, _Stop):
-            pass
-        except Exception:  # noqa: BLE001 - top of the relay thread: log, end the connection
-            self.log.exception("connection %s: reading failed", self.cid)
-        return False
 
     def _watch(self) -> None:
         """Keepalive and close detection, on the handler thread, while the inbox reads."""

@@ -171,19 +171,15 @@ class EasyRpcProxy(ProxyBase):
             engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
             loop = asyncio.get_running_loop()
             result = bridge_to_loop(fut, loop, cancel_back=False)
-            if len(fut.payload) < _SEND_OFF_LOOP:
-                if self._outbox or engine.in_flight > 1:
-                    self._queue_send(loop, fut)
-                else:  # a lone call goes out at once: one turn of the loop less per call
-                    self._send_now(loop, [fut])
-            else:  # writing megabytes would stall the event loop: write on a helper thread
-                try:
-                    await _off_loop(lambda: engine.send_items((fut,)), "send")
-                except asyncio.CancelledError:
-                    fut.cancel()
-                    raise
-                engine.read_in_loop(loop)
             try:
+                if len(fut.payload) < _SEND_OFF_LOOP:
+                    if self._outbox or engine.in_flight > 1:
+                        self._queue_send(loop, fut)
+                    else:  # a lone call goes out at once: one turn of the loop less per call
+                        self._send_now(loop, [fut])
+                else:  # writing megabytes would stall the event loop: write on a helper thread
+                    await _off_loop(lambda: engine.send_items((fut,)), "send")
+                    engine.read_in_loop(loop)
                 return await result
             except asyncio.CancelledError:
                 fut.cancel()  # the awaiting task was cancelled: so is the call, on the server too
