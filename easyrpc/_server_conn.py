@@ -50,6 +50,11 @@ _INLINE_LIMIT = 0.002  # a call run by the reading thread for longer hands readi
 _WATCH_IDLE = 0.05  # the watchdog sleeps after this long without an inline call
 _RELAY_TICK = 0.05  # how often a relay that waits for data checks if it can hand back
 _SOLO_STREAK = 3  # calls in a row alone on their connection before they run inline
+# What a served function may raise, reported to its caller. SystemExit and
+# KeyboardInterrupt there come from the function itself (signals reach only the main
+# thread): they end the call, never the worker, loop or connection thread running it.
+_FUNCTION_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+_WATCH_MIN_SLEEP = 0.0002  # the watchdog's shortest sleep (a call just short of the limit)
 
 
 class SocketOwner:
@@ -208,7 +213,7 @@ class _Stream:
                 except StopIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
-                except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+                except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
                 self.conn.send(self._item(item))
@@ -230,7 +235,7 @@ class _Stream:
                 except StopAsyncIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
-                except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+                except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
                 await asyncio.wrap_future(self.conn.server.executor().run(self.conn.send, self._item(item)))
@@ -269,9 +274,10 @@ class InlineWatch:
     nothing else in flight and nothing more received. That saves handing the call to a
     worker and the thread switches that go with it: strace counted 12 futex calls per
     sequential call on the server with the hand-off, under 1 without. A call that runs
-    long must not keep the connection's other messages waiting: every
-    ``_INLINE_LIMIT / 2`` this thread looks at the calls running inline, and for one past
-    the limit starts the connection's relay thread, which reads (handing calls to the
+    long must not keep the connection's other messages waiting: this thread wakes when
+    the earliest call running inline reaches the limit (or, with none running, a limit
+    later, so a call that starts meanwhile is not missed) and, for a call past the
+    limit, starts the connection's relay thread, which reads (handing calls to the
     pool) until the reading thread is free again. The thread runs only while inline
     calls happen: after ``_WATCH_IDLE`` without one it ends, and the next one starts it.
     """
@@ -310,11 +316,13 @@ class InlineWatch:
                     self._thread = None
 
     def _watch_calls(self) -> None:
-        period = _INLINE_LIMIT / 2
-        idle_ticks = max(1, int(_WATCH_IDLE / period))
-        begun, quiet = -1, 0
-        while not self._stop.wait(period):
+        # It sleeps until the earliest running call reaches the limit, or a whole limit
+        # when none runs: a call that starts meanwhile is seen before it is due.
+        begun, begun_at = -1, time.monotonic()
+        wait = _INLINE_LIMIT
+        while not self._stop.wait(wait):
             now = time.monotonic()
+            wait = _INLINE_LIMIT
             late: list[tuple[ServerConnection, float]] = []
             with self._lock:
                 self.ticks += 1
@@ -325,9 +333,11 @@ class InlineWatch:
                     elif now - since >= _INLINE_LIMIT:
                         late.append((conn, since))
                         self._active.discard(conn)
-                quiet = quiet + 1 if self._begun == begun else 0
-                begun = self._begun
-                idle = quiet >= idle_ticks and not self._active and not late
+                    else:
+                        wait = min(wait, since + _INLINE_LIMIT - now)
+                if self._begun != begun:
+                    begun, begun_at = self._begun, now
+                idle = now - begun_at >= _WATCH_IDLE and not self._active and not late
                 if idle:
                     self._thread = None  # the next inline call starts another
             for conn, since in late:
@@ -338,6 +348,7 @@ class InlineWatch:
                                        conn.cid)
             if idle:
                 return
+            wait = max(wait, _WATCH_MIN_SLEEP)
 
     def close(self) -> None:
         """Stop the watchdog thread and join it."""
@@ -1024,12 +1035,14 @@ class ServerConnection:
     def _run_sync(self, call_id: int, task: _Call, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
         if task.cancelled:
             return  # cancelled (or timed out) while it waited for a worker
-        payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
+        payload: bytes | None = None
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+        except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
             payload = self.failure(call_id, exc)
         finally:
+            if payload is None:  # SystemExit or the like: the caller still gets an answer
+                payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
             self.finish(call_id, task, payload)
 
     async def _run_async(
@@ -1040,7 +1053,7 @@ class ServerConnection:
         except asyncio.CancelledError:
             self.finish(call_id, task, None)
             raise
-        except Exception as exc:  # noqa: BLE001 - the function's error goes to its caller
+        except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
             payload = self.failure(call_id, exc)
         await asyncio.wrap_future(self.server.executor().run(self.finish, call_id, task, payload))
 

@@ -294,6 +294,9 @@ class EasyRpcServer:
 
     def functions_for(self, namespace: str) -> dict[str, Registered]:
         """The functions a connection of *namespace* (a namespace or group) may call."""
+        view = self._views.get(namespace)  # every call looks: no lock once built
+        if view is not None:
+            return view
         with self._lock:
             view = self._views.get(namespace)
             if view is not None:

@@ -345,3 +345,64 @@ def test_a_function_registered_while_a_proxy_connects_reaches_it(
     assert raced
     assert wait_for(lambda: "late" in p, timeout=3)
     assert p.late() == 2
+
+
+def test_a_function_raising_system_exit_fails_only_its_call(serve: Callable[..., Served], connect: Any) -> None:
+    """SystemExit or KeyboardInterrupt raised by a served function (plain, async or a
+    generator; run inline or on a worker) reaches its caller as a RemoteError of that
+    type; the thread that ran it carries on, so every later call is still answered."""
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET, max_workers=1)
+
+    @rpc.origin
+    def quit_now(kind: str) -> None:
+        raise SystemExit(3) if kind == "exit" else KeyboardInterrupt()
+
+    @rpc.origin
+    async def quit_async() -> None:
+        raise SystemExit(4)
+
+    @rpc.origin
+    def quit_stream() -> Any:
+        yield 1
+        raise SystemExit(5)
+
+    @rpc.origin
+    def ok(x: int) -> int:
+        return x
+
+    p = connect(serve(app, rpc))
+    for _ in range(4):  # sequential calls: run by the connection's thread from the third on
+        with pytest.raises(RemoteError) as info:
+            p.quit_now("exit")
+        assert info.value.remote_type == "SystemExit" and not isinstance(info.value, SystemExit)
+        assert p.ok(1) == 1
+    with pytest.raises(RemoteError) as info:
+        p.quit_now("interrupt")
+    assert info.value.remote_type == "KeyboardInterrupt"
+    # concurrent calls go to the single worker: it must survive each of them
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_outcome(p.quit_now, "exit")), name=f"test-quit-{i}")
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["SystemExit"] * 6
+    with pytest.raises(RemoteError) as info:
+        p.quit_async()
+    assert info.value.remote_type == "SystemExit"
+    it = iter(p.quit_stream())
+    assert next(it) == 1
+    with pytest.raises(RemoteError) as info:
+        next(it)
+    assert info.value.remote_type == "SystemExit"
+    assert [p.ok(i) for i in range(3)] == [0, 1, 2]
+
+
+def _outcome(fn: Callable[..., Any], *args: Any) -> str:
+    try:
+        fn(*args)
+    except RemoteError as exc:
+        return exc.remote_type
+    return "returned"
