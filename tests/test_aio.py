@@ -207,3 +207,33 @@ def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
     for _ in range(10):
         run(cycle())
     assert wait_for(lambda: _open_fds() <= before + 2, 5.0), (before, _open_fds())
+
+
+def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
+    """A gather's calls are written together, at most _OUTBOX_BATCH per write, so the
+    server starts on the first ones while the loop still builds the rest; a lone call
+    goes out at once. Every call still gets its own result."""
+    from easyrpc import aio
+
+    async def main() -> list[int]:
+        p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
+        engine = p._engine
+        sizes: list[int] = []
+        send = engine._send
+
+        def counting_send(*payloads: bytes) -> None:
+            sizes.append(len(payloads))
+            send(*payloads)
+
+        engine._send = counting_send
+        try:
+            n = 2 * aio._OUTBOX_BATCH + 7  # the first goes alone: then two full writes and 6
+            assert await asyncio.gather(*(p.aecho(i) for i in range(n))) == list(range(n))
+        finally:
+            engine._send = send
+            await p.close()
+        return sizes
+
+    sizes = run(main())
+    batch = aio._OUTBOX_BATCH
+    assert sizes == [1, batch, batch, 6]
