@@ -78,7 +78,9 @@ class WorkerPool:
             fn, args = task
             try:
                 fn(*args)
-            except Exception:  # top of a worker: log it, keep the worker
+            except BaseException:  # noqa: BLE001 - top of a worker: log it, keep the worker
+                # BaseException too: a task's GeneratorExit or CancelledError (signals
+                # never reach a worker) must not end a thread the pool counts as live.
                 log.exception("a worker task failed")
             with self._lock:
                 self._idle += 1

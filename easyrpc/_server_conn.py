@@ -50,11 +50,20 @@ _INLINE_LIMIT = 0.002  # a call run by the reading thread for longer hands readi
 _WATCH_IDLE = 0.05  # the watchdog sleeps after this long without an inline call
 _RELAY_TICK = 0.05  # how often a relay that waits for data checks if it can hand back
 _SOLO_STREAK = 3  # calls in a row alone on their connection before they run inline
-# What a served function may raise, reported to its caller. SystemExit and
-# KeyboardInterrupt there come from the function itself (signals reach only the main
-# thread): they end the call, never the worker, loop or connection thread running it.
+# What a served function may raise, reported to its caller. Off the main thread a
+# SystemExit or KeyboardInterrupt comes from the function itself (signals reach only
+# the main thread): it ends the call, never the worker, loop or connection thread
+# running it. On the main thread (a WSGI server without threads) it may be a signal's,
+# and goes on up once the caller has its answer.
 _FUNCTION_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
-_WATCH_MIN_SLEEP = 0.0002  # the watchdog's shortest sleep (a call just short of the limit)
+
+
+def _function_errors() -> type[BaseException] | tuple[type[BaseException], ...]:
+    """The errors to report to the caller, here (the ``except`` clause calls it only when one is raised)."""
+    return Exception if threading.current_thread() is threading.main_thread() else _FUNCTION_ERRORS
+# The watchdog's shortest sleep: it looks at most as often as a fixed half-limit tick
+# would (calls just short of the limit on many connections), and takes over by 1.5 limits.
+_WATCH_MIN_SLEEP = _INLINE_LIMIT / 2
 
 
 class SocketOwner:
@@ -213,7 +222,7 @@ class _Stream:
                 except StopIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
-                except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
+                except _function_errors() as exc:  # the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
                 self.conn.send(self._item(item))
@@ -235,7 +244,7 @@ class _Stream:
                 except StopAsyncIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
-                except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
+                except _function_errors() as exc:  # the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
                 await asyncio.wrap_future(self.conn.server.executor().run(self.conn.send, self._item(item)))
@@ -276,7 +285,8 @@ class InlineWatch:
     sequential call on the server with the hand-off, under 1 without. A call that runs
     long must not keep the connection's other messages waiting: this thread wakes when
     the earliest call running inline reaches the limit (or, with none running, a limit
-    later, so a call that starts meanwhile is not missed) and, for a call past the
+    later, so a call that starts meanwhile is not missed; never sooner than half a
+    limit after its last look) and, for a call past the
     limit, starts the connection's relay thread, which reads (handing calls to the
     pool) until the reading thread is free again. The thread runs only while inline
     calls happen: after ``_WATCH_IDLE`` without one it ends, and the next one starts it.
@@ -348,7 +358,8 @@ class InlineWatch:
                                        conn.cid)
             if idle:
                 return
-            wait = max(wait, _WATCH_MIN_SLEEP)
+            # measured from this look, not from after take_over (starting a thread can wait)
+            wait = max(now + wait - time.monotonic(), _WATCH_MIN_SLEEP)
 
     def close(self) -> None:
         """Stop the watchdog thread and join it."""
@@ -1038,7 +1049,7 @@ class ServerConnection:
         payload: bytes | None = None
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
-        except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
+        except _function_errors() as exc:  # the function's error goes to its caller
             payload = self.failure(call_id, exc)
         finally:
             if payload is None:  # SystemExit or the like: the caller still gets an answer
@@ -1053,7 +1064,7 @@ class ServerConnection:
         except asyncio.CancelledError:
             self.finish(call_id, task, None)
             raise
-        except _FUNCTION_ERRORS as exc:  # the function's error goes to its caller
+        except _function_errors() as exc:  # the function's error goes to its caller
             payload = self.failure(call_id, exc)
         await asyncio.wrap_future(self.server.executor().run(self.finish, call_id, task, payload))
 

@@ -215,6 +215,8 @@ def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
     goes out at once. Every call still gets its own result."""
     from easyrpc import aio
 
+    n = 2 * aio._OUTBOX_BATCH + 7
+
     async def main() -> list[int]:
         p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
         engine = p._engine
@@ -227,7 +229,6 @@ def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
 
         engine._send = counting_send
         try:
-            n = 2 * aio._OUTBOX_BATCH + 7  # the first goes alone: then two full writes and 6
             assert await asyncio.gather(*(p.aecho(i) for i in range(n))) == list(range(n))
         finally:
             engine._send = send
@@ -236,4 +237,7 @@ def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
 
     sizes = run(main())
     batch = aio._OUTBOX_BATCH
-    assert sizes == [1, batch, batch, 6]
+    # Typically [1, 16, 16, 6]. A call finds itself alone (and goes at once) only while
+    # every earlier one has been answered; the reader thread, if it still holds the
+    # reading role just after create(), may answer the first during the loop's turn.
+    assert sum(sizes) == n and max(sizes) == batch and sizes.count(batch) >= 2, sizes

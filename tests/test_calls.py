@@ -406,3 +406,17 @@ def _outcome(fn: Callable[..., Any], *args: Any) -> str:
     except RemoteError as exc:
         return exc.remote_type
     return "returned"
+
+
+def test_on_the_main_thread_system_exit_goes_on_up() -> None:
+    """Where a served function runs on the main thread (a WSGI server without threads),
+    SystemExit and KeyboardInterrupt may be a signal's: only Exception is reported
+    there (the caller still gets an InternalError answer), the rest propagates."""
+    from easyrpc import _server_conn
+
+    assert _server_conn._function_errors() is Exception  # pytest runs tests on the main thread
+    seen: list[Any] = []
+    t = threading.Thread(target=lambda: seen.append(_server_conn._function_errors()), name="test-errors")
+    t.start()
+    t.join(5)
+    assert seen == [(Exception, SystemExit, KeyboardInterrupt)]

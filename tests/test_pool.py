@@ -41,6 +41,13 @@ def test_run_returns_a_future_and_errors_do_not_kill_workers() -> None:
         pool.run(lambda: 1 / 0).result(5)
     pool.submit(lambda: 1 / 0)  # logged, the worker carries on
     assert pool.run(lambda: "alive").result(5) == "alive"
+
+    def ends_a_generator() -> None:
+        raise GeneratorExit  # a BaseException, as a task's CancelledError is
+
+    pool.submit(ends_a_generator)  # logged; the only worker must carry on too
+    assert pool.run(lambda: "still alive").result(5) == "still alive"
+    assert len(pool._threads) == 1
     pool.shutdown(time.monotonic() + 5)
     with pytest.raises(RuntimeError):
         pool.submit(lambda: None)
