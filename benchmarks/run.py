@@ -56,7 +56,7 @@ def select(names: str, known: list[str], what: str) -> list[str]:
     return [k for k in known if k in chosen]
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(started_at: dt.datetime) -> dict[str, Any]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -66,7 +66,8 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # the run's span: start to end
+        "date": f"{started_at:%Y-%m-%d %H:%M}-{dt.datetime.now(dt.timezone.utc):%H:%M} UTC",
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(log_dir)
     log_dir.mkdir()
     started = time.monotonic()
+    started_at = dt.datetime.now(dt.timezone.utc)
     load_before = os.getloadavg()
     tree_before = git_state()
     if load_before[0] > 0.5:
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     target_items = report.targets(raw)
     tree_after = git_state()
     tree = tree_before if tree_after == tree_before else f"{tree_before} at the start, {tree_after} at the end"
-    meta = {**machine_info(), "scale": scale, "easyrpc_tree": tree, "runs": args.runs,
+    meta = {**machine_info(started_at), "scale": scale, "easyrpc_tree": tree, "runs": args.runs,
             "seconds": round(time.monotonic() - started, 1),
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "command": " ".join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])}
