@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["EasyRpcServer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_log = logging.getLogger("easyrpc.server")
 BUILTIN_LIST = "get_registered_functions"
 
 
@@ -107,7 +108,16 @@ class _LoopThread:
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    while True:  # runs again only after a task raised SystemExit or the like
+                        try:
+                            loop.run_forever()
+                            return  # stopped by close()
+                        except (SystemExit, KeyboardInterrupt) as exc:
+                            # asyncio lets these out of run_forever; off the main thread they
+                            # come from a served function's task (a child it started), and
+                            # must not end the loop every async function runs on.
+                            _log.warning("a task on %s raised %s; the event loop carries on",
+                                         self._name, type(exc).__name__)
 
                 self._thread = threading.Thread(target=run, name=self._name, daemon=True)
                 self._thread.start()

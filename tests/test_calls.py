@@ -420,3 +420,31 @@ def test_on_the_main_thread_system_exit_goes_on_up() -> None:
     t.start()
     t.join(5)
     assert seen == [(Exception, SystemExit, KeyboardInterrupt)]
+
+
+def test_system_exit_from_an_async_functions_child_task_leaves_the_loop_running(
+        serve: Callable[..., Served], connect: Any) -> None:
+    """asyncio lets a task's SystemExit out of the loop: one from a task an async
+    function started must not end the loop every async function runs on."""
+    import asyncio
+
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET)
+
+    async def child() -> None:
+        raise SystemExit(6)
+
+    @rpc.origin
+    async def quit_in_child() -> None:
+        await asyncio.gather(child())
+
+    @rpc.origin
+    async def still_there(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    p = connect(serve(app, rpc), timeout=5)
+    with pytest.raises(RemoteError) as info:
+        p.quit_in_child()
+    assert info.value.remote_type == "SystemExit"
+    assert [p.still_there(i) for i in range(3)] == [0, 1, 2]
