@@ -50,6 +50,9 @@ _INLINE_LIMIT = 0.002  # a call run by the reading thread for longer hands readi
 _WATCH_IDLE = 0.05  # the watchdog sleeps after this long without an inline call
 _RELAY_TICK = 0.05  # how often a relay that waits for data checks if it can hand back
 _SOLO_STREAK = 3  # calls in a row alone on their connection before they run inline
+# The watchdog's shortest sleep: it looks at most as often as a fixed half-limit tick
+# would (calls just short of the limit on many connections), and takes over by 1.5 limits.
+_WATCH_MIN_SLEEP = _INLINE_LIMIT / 2
 # What a served function may raise, reported to its caller. Off the main thread a
 # SystemExit or KeyboardInterrupt comes from the function itself (signals reach only
 # the main thread): it ends the call, never the worker, loop or connection thread
@@ -61,9 +64,6 @@ _FUNCTION_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 def _function_errors() -> type[BaseException] | tuple[type[BaseException], ...]:
     """The errors to report to the caller, here (the ``except`` clause calls it only when one is raised)."""
     return Exception if threading.current_thread() is threading.main_thread() else _FUNCTION_ERRORS
-# The watchdog's shortest sleep: it looks at most as often as a fixed half-limit tick
-# would (calls just short of the limit on many connections), and takes over by 1.5 limits.
-_WATCH_MIN_SLEEP = _INLINE_LIMIT / 2
 
 
 class SocketOwner:
@@ -286,9 +286,9 @@ class InlineWatch:
     long must not keep the connection's other messages waiting: this thread wakes when
     the earliest call running inline reaches the limit (or, with none running, a limit
     later, so a call that starts meanwhile is not missed; never sooner than half a
-    limit after its last look) and, for a call past the
-    limit, starts the connection's relay thread, which reads (handing calls to the
-    pool) until the reading thread is free again. The thread runs only while inline
+    limit after its last look) and, for a call past the limit, starts the connection's
+    relay thread, which reads (handing calls to the pool) until the reading thread is
+    free again. The thread runs only while inline
     calls happen: after ``_WATCH_IDLE`` without one it ends, and the next one starts it.
     """
 

@@ -10,9 +10,9 @@ Example::
     await p.close()
 
 Calls never block the event loop: connecting and closing run on a helper thread; calls
-started in one turn of the loop go out together (16 to a write), and while they are in flight the
-loop itself reads their replies (``loop.add_reader``; on TLS connections the engine's
-reader thread does). Cancelling the awaiting task cancels the call on the server.
+started in one turn of the loop go out together (16 to a write), and while they are in
+flight the loop itself reads their replies (``loop.add_reader``; on TLS connections the
+engine's reader thread does). Cancelling the awaiting task cancels the call on the server.
 """
 
 from __future__ import annotations
