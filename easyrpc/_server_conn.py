@@ -66,6 +66,11 @@ def _function_errors() -> type[BaseException] | tuple[type[BaseException], ...]:
     return Exception if threading.current_thread() is threading.main_thread() else _FUNCTION_ERRORS
 
 
+def _refused_at_shutdown(call_id: int) -> bytes:
+    """The reply to a call or stream the server's closed pool or loop cannot run."""
+    return proto.encode_failure(call_id, proto.error_wire("ServerBusy", "the server is shutting down"))
+
+
 class SocketOwner:
     """Stands in for simple-websocket's reader thread on easyrpc's routes: never started,
     so the connection's handler thread owns the socket."""
@@ -158,7 +163,8 @@ class _Stream:
         server = self.conn.server
         try:
             if self.is_async:
-                self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), server.event_loop())
+                loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
+                self.future = asyncio.run_coroutine_threadsafe(self._pump_async(), loop)
             else:
                 server.executor().submit(self._pump_sync)
         except PoolClosed:  # the server has closed its pool and loop: close the generator here
@@ -166,6 +172,7 @@ class _Stream:
 
     def _close_here(self) -> None:
         with self.lock:
+            waited_for = not self.cancelled  # else the caller let go of it: nothing to say
             self.cancelled = True
         try:
             if self.gen is not None:
@@ -175,7 +182,7 @@ class _Stream:
                     self.gen.close()
         except Exception:  # noqa: BLE001 - a generator failing to close: log it, the stream ends
             self.conn.log.exception("stream %s: closing its generator failed", self.id)
-        self._finish(None)
+        self._finish(_refused_at_shutdown(self.id) if waited_for else None)
 
     def add_credit(self, n: int) -> None:
         with self.lock:
@@ -1007,8 +1014,7 @@ class ServerConnection:
         try:
             self._dispatch(msg, reg, task)
         except PoolClosed:  # the server closed its pool and loop meanwhile
-            self.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(
-                "ServerBusy", "the server is shutting down")))
+            self.finish(msg.id, task, _refused_at_shutdown(msg.id))
 
     def _dispatch(self, msg: proto.Call, reg: Any, task: _Call | _Stream) -> None:
         server = self.server
@@ -1025,8 +1031,9 @@ class ServerConnection:
             reg.link.forward(self, msg, task)
         elif reg.kind == "async":
             assert isinstance(task, _Call)
+            loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
             task.future = asyncio.run_coroutine_threadsafe(
-                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), server.event_loop())
+                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), loop)
         else:
             assert isinstance(task, _Stream)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import threading
 import time
@@ -448,3 +449,29 @@ def test_system_exit_from_an_async_functions_child_task_leaves_the_loop_running(
         p.quit_in_child()
     assert info.value.remote_type == "SystemExit"
     assert [p.still_there(i) for i in range(3)] == [0, 1, 2]
+
+
+def test_an_async_call_refused_at_shutdown_builds_no_coroutine_it_drops(
+        serve: Callable[..., Served], open_proxy: Any) -> None:
+    """An async function or async generator called once the server has closed its loop
+    is refused with ServerBusy; no coroutine is built and then left unawaited (a
+    RuntimeWarning, an error under this suite's filterwarnings)."""
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", SECRET)
+
+    @rpc.origin
+    async def later() -> int:
+        return 1
+
+    @rpc.origin
+    async def ticks() -> Any:
+        yield 1
+
+    p = open_proxy(serve(app, rpc), timeout=5)
+    with rpc._lock:
+        rpc._closed = True  # what close() sets before it stops the loop
+    for call in (p.later, lambda: next(iter(p.ticks()))):
+        with pytest.raises(RemoteError) as info:
+            call()
+        assert info.value.remote_type == "ServerBusy"
+    gc.collect()  # a dropped coroutine would warn by now
