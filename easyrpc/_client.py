@@ -61,7 +61,7 @@ from .exceptions import (
     ProtocolError,
 )
 
-__all__ = ["Engine", "CallFuture", "ClientStream", "END"]
+__all__ = ["Engine", "BlockingCall", "CallFuture", "ClientStream", "END"]
 
 log = logging.getLogger("easyrpc.proxy")
 
@@ -170,18 +170,30 @@ def _inbox_for(loop: Any) -> _LoopInbox:
         return inbox
 
 
-class CallFuture(Future[Any]):
-    """A call's future; cancelling it (while pending) cancels the call on the server."""
+class _Request:
+    """What the engine keeps for each call or stream in its request table."""
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
+    # payload: the encoded request until it is sent; no_limit: it waits for a connection,
+    # with no time limit of its own; leads: a blocking caller waits for it and will read
+    # its own reply
+    __slots__ = ("engine", "id", "payload", "sent", "deadline", "no_limit", "leads")
+
+    def _init_request(self, engine: Engine, *, leads: bool = False) -> None:
         self.engine = engine
         self.id = 0
         self.payload = b""
         self.sent = False
         self.deadline: float | None = None
         self.no_limit = False
-        self.leads = False  # a blocking caller waits for it and will read its own reply
+        self.leads = leads
+
+
+class CallFuture(Future[Any], _Request):
+    """A call's future; cancelling it (while pending) cancels the call on the server."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._init_request(engine)
 
     def cancel(self) -> bool:
         """Cancel the call (locally and on the server) unless it has already finished."""
@@ -197,7 +209,55 @@ class CallFuture(Future[Any]):
         return True
 
 
-class ClientStream:
+class BlockingCall(_Request):
+    """A blocking caller's call (``proxy.f(...)``): settled through one raw lock, not a Future.
+
+    Only the calling thread ever waits for it and nobody can attach a callback, so
+    whichever thread settles it (the one reading its reply, or the dispatcher on a
+    deadline or a dropped connection) claims it with one atomic ``list.pop`` and
+    releases the lock the caller sleeps on. A Future would wait on a Python-level
+    Condition, which costs about 20 µs of CPU per call when threads share a proxy.
+    """
+
+    __slots__ = ("settled", "_claim", "_done", "_value", "_exc", "__weakref__")
+
+    def __init__(self, engine: Engine) -> None:
+        self._init_request(engine, leads=True)
+        self.settled = False
+        self._claim = [True]  # popped by the one thread that settles the call
+        self._done = threading.Lock()
+        self._done.acquire()  # released once settled
+        self._value: Any = None
+        self._exc: BaseException | None = None
+
+    def settle(self, value: Any, exc: BaseException | None) -> bool:
+        """Settle the call (from any thread); False if it was settled already."""
+        try:
+            self._claim.pop()
+        except IndexError:
+            return False
+        self._value, self._exc = value, exc
+        self.settled = True
+        self._done.release()
+        return True
+
+    def wait_settled(self, timeout: float | None) -> bool:
+        """Wait until settled, at most *timeout* s (None: no limit); True if it is."""
+        if not self._done.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._done.release()  # a later wait returns at once
+        return True
+
+    def outcome(self) -> Any:
+        """The settled call's value, or raise its error."""
+        exc = self._exc
+        if exc is not None:
+            self._exc = None  # no reference cycle through the traceback
+            raise exc
+        return self._value
+
+
+class ClientStream(_Request):
     """The client side of a streaming generator call.
 
     Items are buffered (at most the credit window, which the server honours) and handed
@@ -206,15 +266,9 @@ class ClientStream:
     """
 
     def __init__(self, engine: Engine, window: int, item_timeout: float | None) -> None:
-        self.engine = engine
+        self._init_request(engine)
         self.window = window
         self.item_timeout = item_timeout
-        self.id = 0
-        self.payload = b""
-        self.sent = False
-        self.deadline: float | None = None
-        self.no_limit = False
-        self.leads = False
         self._lock = threading.Lock()
         self._items: deque[Any] = deque()
         self._waiter: Future[Any] | None = None
@@ -291,7 +345,8 @@ class ClientStream:
         return self._closed or (self._ended and not self._items)
 
 
-Pending = CallFuture | ClientStream
+Pending = CallFuture | BlockingCall | ClientStream
+_CALLS = (CallFuture, BlockingCall)
 
 
 class _LoopReader:
@@ -686,7 +741,7 @@ class Engine:
 
     def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
                *, send: bool = True) -> None:
-        """Register *item* (a CallFuture or ClientStream) and send its call.
+        """Register *item* (a call or a stream) and send its call.
 
         Raises SerializationError (nothing sent) if the arguments are not JSON. With
         ``send=False`` the caller sends it later with :meth:`send_item` (easyrpc.aio does,
@@ -713,15 +768,15 @@ class Engine:
                         self._room_waiters -= 1
             call_id = self._pending.add(item)
             item.id = call_id
+        is_call = not isinstance(item, ClientStream)
         try:
-            item.payload = proto.encode_call(call_id, fn, args, kwargs, window,
-                                             limit if isinstance(item, CallFuture) else None)
+            item.payload = proto.encode_call(call_id, fn, args, kwargs, window, limit if is_call else None)
         except BaseException:
             self.forget(call_id, item, send_cancel=False)
             raise
         # A call waits for a connection at most connect_timeout when it has no limit.
         # A stream's limit applies per item (its iterator enforces it), not here.
-        deadline = now + limit if limit is not None and isinstance(item, CallFuture) else None
+        deadline = now + limit if limit is not None and is_call else None
         if not self._connected.is_set() and deadline is None:
             deadline = now + self.connect_timeout
             item.no_limit = True
@@ -819,21 +874,18 @@ class Engine:
                 self._role_cond.notify()
 
     # --- blocking callers --------------------------------------------------------------
-    def wait(self, fut: CallFuture, limit: float | None) -> Any:
-        """Block until *fut* (a sent call) settles and return its result, reading the
+    def wait(self, call: BlockingCall, limit: float | None) -> Any:
+        """Block until *call* (submitted) settles and return its result, reading the
         socket on this thread when no other thread is; CallTimeout after *limit* s."""
         deadline = None if limit is None else time.monotonic() + limit
-        if not _settled(fut):
-            self._lead(fut, deadline)
-        try:
-            return fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            if fut.done():
-                raise  # the call failed with a TimeoutError of its own (CallTimeout or remote)
-            self.expire(fut)  # fails it with CallTimeout unless it has settled meanwhile
-            return fut.result(0)
+        if not call.settled:
+            self._lead(call, deadline)
+        if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
+            call.wait_settled(None)  # settled now: whoever claimed it releases it at once
+        return call.outcome()
 
-    def _lead(self, fut: CallFuture, deadline: float | None) -> None:
+    def _lead(self, fut: BlockingCall, deadline: float | None) -> None:
         """Hold the reading role, if it is free, until *fut* settles or *deadline* passes."""
         with self._role_cond:
             frames, ws = self._frames, self._ws
@@ -849,7 +901,7 @@ class Engine:
                 while True:
                     clean = False  # parsing (a big payload is received in pop) and handling
                     reason = self._handle_buffered(ws, frames)
-                    if reason is not None or _settled(fut):
+                    if reason is not None or fut.settled:
                         break
                     clean = True
                     if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
@@ -904,7 +956,7 @@ class Engine:
             self._settle(item, None, exc)
 
     # --- futures -----------------------------------------------------------------------
-    def resolve(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
+    def resolve(self, fut: Future[Any] | BlockingCall, value: Any, exc: BaseException | None) -> None:
         """Resolve *fut*; its callbacks (user code, asyncio bridges) run on the dispatcher.
 
         A future nobody attached callbacks to is settled right here: settling it runs no
@@ -913,6 +965,9 @@ class Engine:
         condition, so a callback added concurrently either sees the future pending (and
         we queue) or done (and runs in the adding thread), never on this one.
         """
+        if isinstance(fut, BlockingCall):
+            fut.settle(value, exc)
+            return
         cond = fut._condition
         with cond:
             inline = not fut._done_callbacks  # type: ignore[attr-defined]
@@ -1034,7 +1089,7 @@ class Engine:
         # connection's _fail_all finds it, never a call that nobody will settle.
         if isinstance(msg, proto.Result):
             item = self._pending.get(msg.id)  # one dict lookup: atomic, no lock needed
-            if isinstance(item, CallFuture):
+            if isinstance(item, _CALLS):
                 self.resolve(item, msg.value, None)
             self._remove(msg.id, item)
         elif isinstance(msg, proto.Item):
@@ -1048,7 +1103,7 @@ class Engine:
             error = msg.error if isinstance(msg, proto.Failure) else None
             if isinstance(item, ClientStream):
                 item.end(error)
-            elif isinstance(item, CallFuture) and error is not None:
+            elif isinstance(item, _CALLS) and error is not None:
                 self.resolve(item, None, error)
             self._remove(msg.id, item)
         elif isinstance(msg, proto.Ping):
@@ -1181,7 +1236,10 @@ class Engine:
                     self.send_quiet(proto.encode("ping", t=self._ping_token))
 
     @staticmethod
-    def _settle(fut: Future[Any], value: Any, exc: BaseException | None) -> None:
+    def _settle(fut: Future[Any] | BlockingCall, value: Any, exc: BaseException | None) -> None:
+        if isinstance(fut, BlockingCall):
+            fut.settle(value, exc)
+            return
         try:
             if exc is not None:
                 fut.set_exception(exc)
@@ -1213,14 +1271,6 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     if opcode != websocket.ABNF.OPCODE_TEXT:
         raise ProtocolError("expected a text frame during the handshake")
     return bytes(data)
-
-
-_SETTLED = frozenset(("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"))
-
-
-def _settled(fut: Future[Any]) -> bool:
-    """``fut.done()`` without taking its lock (one attribute read; the engine's hot loop)."""
-    return fut._state in _SETTLED
 
 
 def _big_frame(opcode: int, data: bytes) -> Callable[[socket.socket], None]:

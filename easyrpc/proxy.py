@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from ._client import END, CallFuture, ClientStream, Engine
+from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
 from ._proxy_base import ProxyBase, make_function
 from ._signature import FunctionSpec, wire_from_bound
 
@@ -141,10 +141,9 @@ class EasyRpcProxy(ProxyBase):
 
         def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
-            fut = CallFuture(engine)
-            fut.leads = True  # this thread reads its own reply when nobody else is reading
-            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
-            return engine.wait(fut, timeout if timeout is not None else engine.timeout)
+            call = BlockingCall(engine)
+            engine.submit(call, spec.name, wargs, wkwargs, timeout)
+            return engine.wait(call, timeout if timeout is not None else engine.timeout)
 
         return make_function(
             spec, call, submit=make_function(spec, submit), with_timeout=lambda t: self._build(spec, t))

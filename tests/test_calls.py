@@ -475,3 +475,50 @@ def test_an_async_call_refused_at_shutdown_builds_no_coroutine_it_drops(
             call()
         assert info.value.remote_type == "ServerBusy"
     gc.collect()  # a dropped coroutine would warn by now
+
+
+# --- a blocking call's own settling (no Future: one claim, one raw lock) ------------------
+def test_a_blocking_call_is_settled_once_whoever_races_to_settle_it() -> None:
+    from easyrpc._client import BlockingCall
+
+    for _ in range(100):  # bounded; each round races 6 settlers on one call
+        call = BlockingCall(None)  # type: ignore[arg-type]  # the engine is not used here
+        start = threading.Barrier(6)
+        won: list[int] = []
+
+        def settle(n: int, call: BlockingCall = call, start: threading.Barrier = start,
+                   won: list[int] = won) -> None:
+            start.wait(5)
+            if call.settle(n, None if n % 2 else CallTimeout(f"settler {n}")):
+                won.append(n)
+
+        threads = [threading.Thread(target=settle, args=(n,), name=f"settler-{n}") for n in range(6)]
+        for t in threads:
+            t.start()
+        assert call.wait_settled(5.0)
+        for t in threads:
+            t.join(5)
+        assert len(won) == 1 and call.settled
+        if won[0] % 2:
+            assert call.outcome() == won[0]
+        else:
+            with pytest.raises(CallTimeout, match=f"settler {won[0]}"):
+                call.outcome()
+        assert call.wait_settled(0)  # settled stays settled: a second wait returns at once
+
+
+def test_a_blocking_call_waits_until_settled_or_its_time_runs_out() -> None:
+    from easyrpc._client import BlockingCall
+
+    call = BlockingCall(None)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    assert not call.wait_settled(0.05) and not call.settled
+    assert time.monotonic() - t0 >= 0.04
+    timer = threading.Timer(0.05, call.settle, args=({"v": 1}, None))
+    timer.start()
+    try:
+        assert call.wait_settled(5.0)
+    finally:
+        timer.join(5)
+    assert call.outcome() == {"v": 1}
+    assert not call.settle("late", None) and call.outcome() == {"v": 1}
