@@ -61,7 +61,7 @@ from .exceptions import (
     ProtocolError,
 )
 
-__all__ = ["Engine", "BlockingCall", "CallFuture", "ClientStream", "END"]
+__all__ = ["Engine", "BlockingCall", "CallFuture", "LoopCall", "ClientStream", "END", "loop_inbox"]
 
 log = logging.getLogger("easyrpc.proxy")
 
@@ -87,7 +87,7 @@ def bridge_to_loop(fut: Future[Any], loop: Any, *, cancel_back: bool = True) -> 
     loop a callback per settlement.
     """
     afut = loop.create_future()
-    bridge = (_inbox_for(loop), afut)
+    bridge = (loop_inbox(loop), afut)
     fut.loop_bridge = bridge  # type: ignore[attr-defined]
     if fut.done():  # settled before the bridge existed
         if fut.cancelled():
@@ -162,11 +162,20 @@ _inboxes: weakref.WeakKeyDictionary[Any, _LoopInbox] = weakref.WeakKeyDictionary
 _inboxes_lock = threading.Lock()
 
 
-def _inbox_for(loop: Any) -> _LoopInbox:
+_last_inbox: _LoopInbox | None = None  # the inbox asked for last: nearly always the one wanted
+
+
+def loop_inbox(loop: Any) -> _LoopInbox:
+    """*loop*'s inbox (one per loop, made on first use)."""
+    global _last_inbox
+    inbox = _last_inbox
+    if inbox is not None and inbox.loop() is loop:
+        return inbox
     with _inboxes_lock:
         inbox = _inboxes.get(loop)
         if inbox is None:
             inbox = _inboxes[loop] = _LoopInbox(loop)
+        _last_inbox = inbox
         return inbox
 
 
@@ -209,37 +218,61 @@ class CallFuture(Future[Any], _Request):
         return True
 
 
-class BlockingCall(_Request):
-    """A blocking caller's call (``proxy.f(...)``): settled through one raw lock, not a Future.
+class _SettledOnce(_Request):
+    """A call that whichever thread gets there first settles, exactly once: the one
+    reading its reply, or the dispatcher on a deadline or a dropped connection.
 
-    Only the calling thread ever waits for it and nobody can attach a callback, so
-    whichever thread settles it (the one reading its reply, or the dispatcher on a
-    deadline or a dropped connection) claims it with one atomic ``list.pop`` and
-    releases the lock the caller sleeps on. A Future would wait on a Python-level
-    Condition, which costs about 20 µs of CPU per call when threads share a proxy.
+    The winner claims it with one atomic ``list.pop``; no lock is taken. Subclasses say
+    how a settlement reaches the waiter (:meth:`_deliver`).
     """
 
-    __slots__ = ("settled", "_claim", "_done", "_value", "_exc", "__weakref__")
+    __slots__ = ("settled", "_claim")
 
-    def __init__(self, engine: Engine) -> None:
+    def _init_call(self, engine: Engine) -> None:
         self._init_request(engine, leads=True)
         self.settled = False
         self._claim = [True]  # popped by the one thread that settles the call
+
+    def _claimed(self) -> bool:
+        """Claim the call; False if another thread had."""
+        try:
+            self._claim.pop()
+        except IndexError:
+            return False
+        self.settled = True
+        return True
+
+    def settle(self, value: Any, exc: BaseException | None) -> bool:
+        """Settle the call (from any thread); False if it was settled already."""
+        if not self._claimed():
+            return False
+        self._deliver(value, exc)
+        return True
+
+    def _deliver(self, value: Any, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class BlockingCall(_SettledOnce):
+    """A blocking caller's call (``proxy.f(...)``): its thread sleeps on one raw lock.
+
+    Only the calling thread ever waits for it and nobody can attach a callback, so it
+    needs no Future: a Future's waiter sleeps on a Python-level Condition, which cost
+    about 20 µs of CPU per call when threads share a proxy.
+    """
+
+    __slots__ = ("_done", "_value", "_exc", "__weakref__")
+
+    def __init__(self, engine: Engine) -> None:
+        self._init_call(engine)
         self._done = threading.Lock()
         self._done.acquire()  # released once settled
         self._value: Any = None
         self._exc: BaseException | None = None
 
-    def settle(self, value: Any, exc: BaseException | None) -> bool:
-        """Settle the call (from any thread); False if it was settled already."""
-        try:
-            self._claim.pop()
-        except IndexError:
-            return False
+    def _deliver(self, value: Any, exc: BaseException | None) -> None:
         self._value, self._exc = value, exc
-        self.settled = True
         self._done.release()
-        return True
 
     def wait_settled(self, timeout: float | None) -> bool:
         """Wait until settled, at most *timeout* s (None: no limit); True if it is."""
@@ -255,6 +288,30 @@ class BlockingCall(_Request):
             self._exc = None  # no reference cycle through the traceback
             raise exc
         return self._value
+
+
+class LoopCall(_SettledOnce):
+    """An ``easyrpc.aio`` call: settles the asyncio future its task awaits.
+
+    Settled on the loop itself when the loop reads the reply (the common case), else
+    through the loop's inbox (one ``call_soon_threadsafe`` per burst). No
+    concurrent.futures.Future sits in between.
+    """
+
+    __slots__ = ("future", "_inbox", "__weakref__")
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, inbox: _LoopInbox) -> None:
+        self._init_call(engine)
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self._inbox = inbox
+
+    def _deliver(self, value: Any, exc: BaseException | None) -> None:
+        self._inbox.put(self.future, value, exc)
+
+    def cancel(self) -> None:
+        """The awaiting task was cancelled: drop the call; the server stops it if it was sent."""
+        if self._claimed():
+            self.engine.forget(self.id, self, send_cancel=self.sent)
 
 
 class ClientStream(_Request):
@@ -345,8 +402,8 @@ class ClientStream(_Request):
         return self._closed or (self._ended and not self._items)
 
 
-Pending = CallFuture | BlockingCall | ClientStream
-_CALLS = (CallFuture, BlockingCall)
+Pending = CallFuture | BlockingCall | LoopCall | ClientStream
+_CALLS = (CallFuture, _SettledOnce)
 
 
 class _LoopReader:
@@ -956,7 +1013,7 @@ class Engine:
             self._settle(item, None, exc)
 
     # --- futures -----------------------------------------------------------------------
-    def resolve(self, fut: Future[Any] | BlockingCall, value: Any, exc: BaseException | None) -> None:
+    def resolve(self, fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
         """Resolve *fut*; its callbacks (user code, asyncio bridges) run on the dispatcher.
 
         A future nobody attached callbacks to is settled right here: settling it runs no
@@ -965,7 +1022,7 @@ class Engine:
         condition, so a callback added concurrently either sees the future pending (and
         we queue) or done (and runs in the adding thread), never on this one.
         """
-        if isinstance(fut, BlockingCall):
+        if isinstance(fut, _SettledOnce):
             fut.settle(value, exc)
             return
         cond = fut._condition
@@ -1236,8 +1293,8 @@ class Engine:
                     self.send_quiet(proto.encode("ping", t=self._ping_token))
 
     @staticmethod
-    def _settle(fut: Future[Any] | BlockingCall, value: Any, exc: BaseException | None) -> None:
-        if isinstance(fut, BlockingCall):
+    def _settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
+        if isinstance(fut, _SettledOnce):
             fut.settle(value, exc)
             return
         try:

@@ -241,3 +241,43 @@ def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
     # every earlier one has been answered; the reader thread, if it still holds the
     # reading role just after create(), may answer the first during the loop's turn.
     assert sum(sizes) == n and max(sizes) == batch and sizes.count(batch) >= 2, sizes
+
+
+class _Forgets:
+    """Stands in for the engine: records what a LoopCall asks it to forget."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[tuple[int, bool]] = []
+
+    def forget(self, call_id: int, item: Any, *, send_cancel: bool) -> None:
+        self.forgotten.append((call_id, send_cancel))
+
+
+def test_a_loop_call_is_settled_once_from_any_thread_and_cancels_only_if_unsettled() -> None:
+    from easyrpc._client import LoopCall, loop_inbox
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        engine = _Forgets()
+        # settled from another thread: the loop's inbox delivers it; a later settle loses
+        call = LoopCall(engine, loop, loop_inbox(loop))  # type: ignore[arg-type]
+        worker = threading.Thread(target=call.settle, args=({"v": 1}, None), name="settler")
+        worker.start()
+        assert await asyncio.wait_for(call.future, 5) == {"v": 1}
+        worker.join(5)
+        assert not call.settle("late", None)
+        call.cancel()  # already settled: nothing to cancel on the server
+        assert engine.forgotten == []
+        # settled on the loop with an error
+        failing = LoopCall(engine, loop, loop_inbox(loop))  # type: ignore[arg-type]
+        assert failing.settle(None, KeyError("k"))
+        with pytest.raises(KeyError):
+            await failing.future
+        # cancelled first: forgotten (and cancelled remotely, as it was sent); a reply loses
+        cancelled = LoopCall(engine, loop, loop_inbox(loop))  # type: ignore[arg-type]
+        cancelled.id, cancelled.sent = 7, True
+        cancelled.cancel()
+        assert engine.forgotten == [(7, True)]
+        assert not cancelled.settle("reply", None) and not cancelled.future.done()
+
+    run(main())

@@ -1,4 +1,4 @@
-"""The asyncio client: a thin layer awaiting the blocking client's futures.
+"""The asyncio client: a thin layer over the blocking client's engine.
 
 Example::
 
@@ -12,7 +12,9 @@ Example::
 Calls never block the event loop: connecting and closing run on a helper thread; calls
 started in one turn of the loop go out together (16 to a write), and while they are in
 flight the loop itself reads their replies (``loop.add_reader``; on TLS connections the
-engine's reader thread does). Cancelling the awaiting task cancels the call on the server.
+engine's reader thread does). Each call's reply settles the asyncio future its task
+awaits (an engine ``LoopCall``; streams await the engine's futures through a bridge).
+Cancelling the awaiting task cancels the call on the server.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .._client import END, CallFuture, ClientStream, Engine, bridge_to_loop
+from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
 from .._proxy_base import ProxyBase, make_function
 from .._signature import FunctionSpec, wire_from_bound
 from ..exceptions import CallTimeout
@@ -125,7 +127,7 @@ class EasyRpcProxy(ProxyBase):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._outbox: list[CallFuture] = []
+        self._outbox: list[LoopCall] = []
 
     @classmethod
     async def create(
@@ -167,35 +169,33 @@ class EasyRpcProxy(ProxyBase):
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
-            fut = CallFuture(engine)
-            fut.leads = True  # this loop reads the reply (Engine.read_in_loop)
-            engine.submit(fut, spec.name, wargs, wkwargs, timeout, send=False)
             loop = asyncio.get_running_loop()
-            result = bridge_to_loop(fut, loop, cancel_back=False)
+            item = LoopCall(engine, loop, loop_inbox(loop))  # this loop reads the reply
+            engine.submit(item, spec.name, wargs, wkwargs, timeout, send=False)
             try:
-                if len(fut.payload) < _SEND_OFF_LOOP:
+                if len(item.payload) < _SEND_OFF_LOOP:
                     if self._outbox or engine.in_flight > 1:
-                        self._queue_send(loop, fut)
+                        self._queue_send(loop, item)
                     else:  # a lone call goes out at once: one turn of the loop less per call
-                        self._send_now(loop, [fut])
+                        self._send_now(loop, [item])
                 else:  # writing megabytes would stall the event loop: write on a helper thread
-                    await _off_loop(lambda: engine.send_items((fut,)), "send")
+                    await _off_loop(lambda: engine.send_items((item,)), "send")
                     engine.read_in_loop(loop)
-                return await result
+                return await item.future
             except asyncio.CancelledError:
-                fut.cancel()  # the awaiting task was cancelled: so is the call, on the server too
+                item.cancel()  # the awaiting task was cancelled: so is the call, on the server too
                 raise
 
         return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
 
-    def _queue_send(self, loop: asyncio.AbstractEventLoop, fut: CallFuture) -> None:
+    def _queue_send(self, loop: asyncio.AbstractEventLoop, item: LoopCall) -> None:
         # Calls started in one turn of the event loop (a gather of 64, say) go out
         # together: a writer that coalesces. At most _OUTBOX_BATCH wait for the end of
         # the turn, so the server starts on the first ones while the loop still builds
         # the rest (64 in one write: 24,000 calls/s; 16 at a time: 32,000).
         if not self._outbox:
             loop.call_soon(self._flush)
-        self._outbox.append(fut)
+        self._outbox.append(item)
         if len(self._outbox) >= _OUTBOX_BATCH:
             self._flush()
 
@@ -204,7 +204,7 @@ class EasyRpcProxy(ProxyBase):
         if items:
             self._send_now(asyncio.get_running_loop(), items)
 
-    def _send_now(self, loop: asyncio.AbstractEventLoop, items: list[CallFuture]) -> None:
+    def _send_now(self, loop: asyncio.AbstractEventLoop, items: list[LoopCall]) -> None:
         self._engine.send_items(items)
         self._engine.read_in_loop(loop)
 
