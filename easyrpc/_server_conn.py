@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from .server import EasyRpcServer
 
-__all__ = ["InlineWatch", "ServerConnection", "SocketOwner", "install_socket_owner"]
+__all__ = ["CallPace", "InlineWatch", "ServerConnection", "SocketOwner", "install_socket_owner"]
 
 _SMALL_FRAME = 1 << 16
 _RECEIVE_BYTES = 1 << 18
@@ -50,6 +50,9 @@ _INLINE_LIMIT = 0.002  # a call run by the reading thread for longer hands readi
 _WATCH_IDLE = 0.05  # the watchdog sleeps after this long without an inline call
 _RELAY_TICK = 0.05  # how often a relay that waits for data checks if it can hand back
 _SOLO_STREAK = 3  # calls in a row alone on their connection before they run inline
+_FAST_CALL = 0.001  # a run of a plain function this short (wall time) counts as fast
+_FAST_SCORE = 8  # a function whose score is this high runs inline among other calls
+_FAST_CAP = 16  # the score's top: a fast run adds 1, a slow one takes 8 away
 # The watchdog's shortest sleep: it looks at most as often as a fixed half-limit tick
 # would (calls just short of the limit on many connections), and takes over by 1.5 limits.
 _WATCH_MIN_SLEEP = _INLINE_LIMIT / 2
@@ -64,6 +67,33 @@ _FUNCTION_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 def _function_errors() -> type[BaseException] | tuple[type[BaseException], ...]:
     """The errors to report to the caller, here (the ``except`` clause calls it only when one is raised)."""
     return Exception if threading.current_thread() is threading.main_thread() else _FUNCTION_ERRORS
+
+
+class CallPace:
+    """How one served plain function has been running: a score of its recent run times.
+
+    A run under ``_FAST_CALL`` adds 1 (up to ``_FAST_CAP``), a longer one takes 8 away.
+    While the score is at least ``_FAST_SCORE`` (8 fast runs from the start), a call of
+    the function runs inline on the reading thread even while other calls are in flight
+    on the connection: no hand-off to a worker and back (the watchdog still hands
+    reading over if one runs long). Two slow runs in a row send its calls back to the
+    pool until it has been fast again; one slow run among fast ones (a run held up by
+    another thread holding the GIL) does not. Not locked: a lost update moves the score
+    by one run, no more.
+    """
+
+    __slots__ = ("score",)
+
+    def __init__(self) -> None:
+        self.score = 0
+
+    @property
+    def fast(self) -> bool:
+        return self.score >= _FAST_SCORE
+
+    def record(self, seconds: float) -> None:
+        score = self.score
+        self.score = min(score + 1, _FAST_CAP) if seconds < _FAST_CALL else max(score - 8, 0)
 
 
 def _refused_at_shutdown(call_id: int) -> bytes:
@@ -836,29 +866,29 @@ class ServerConnection:
         return True
 
     # A plain call read by the handler thread runs right there (see InlineWatch) when the
-    # connection is used sequentially: this call and the last _SOLO_STREAK - 1 found
-    # nothing else in flight and nothing more received. Sequential calls then cost no
-    # hand-off to a worker; concurrent ones go to the pool as before (and do not keep
-    # the watchdog ticking). If an inline call runs long, a relay thread takes over
-    # reading and hands calls to the pool until the handler thread is done and the
-    # socket has nothing buffered; then the handler thread reads again. One thread reads
-    # at a time.
-    def _may_inline(self) -> bool:
+    # connection is used sequentially (this call and the last _SOLO_STREAK - 1 found
+    # nothing else in flight and nothing more received), or when its function has been
+    # fast (CallPace): concurrent calls of fast functions then cost no hand-off either.
+    # Other concurrent calls go to the pool (and do not keep the watchdog ticking). If
+    # an inline call runs long, a relay thread takes over reading and hands calls to the
+    # pool until the handler thread is done and the socket has nothing buffered; then
+    # the handler thread reads again. One thread reads at a time.
+    def _may_inline(self, pace: CallPace) -> bool:
         if threading.get_ident() != self._handler:
             return False
         if len(self._tasks) != 1 or not self._frames.drained():
             self._solo = 0
-            return False
-        self._solo += 1
-        return self._solo >= _SOLO_STREAK and not self._taken and not self._closed
+        else:
+            self._solo += 1
+        return (pace.fast or self._solo >= _SOLO_STREAK) and not self._taken and not self._closed
 
-    def _run_inline(self, call_id: int, task: _Call, fn: Callable[..., Any],
+    def _run_inline(self, call_id: int, task: _Call, fn: Callable[..., Any], pace: CallPace,
                     args: list[Any], kwargs: dict[str, Any]) -> None:
         self._reader = 0  # while it runs a call, this thread waits for room to send like any other
         self.inline_since = time.monotonic()
         self.server.inline_watch().watch(self)
         try:
-            self._run_sync(call_id, task, fn, args, kwargs)
+            self._run_sync(call_id, task, fn, pace, args, kwargs)
         finally:
             with self._role:
                 self.inline_since = None
@@ -1022,10 +1052,10 @@ class ServerConnection:
             self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
         elif reg.kind == "sync":
             assert isinstance(task, _Call)
-            if self._may_inline():
-                self._run_inline(msg.id, task, reg.func, msg.args, msg.kwargs)
+            if self._may_inline(reg.pace):
+                self._run_inline(msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
             else:
-                server.executor().submit(self._run_sync, msg.id, task, reg.func, msg.args, msg.kwargs)
+                server.executor().submit(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
         elif reg.kind == "remote":
             assert isinstance(task, _Call) and reg.link is not None
             reg.link.forward(self, msg, task)
@@ -1050,15 +1080,18 @@ class ServerConnection:
             return proto.encode_failure(call_id, proto.error_wire(
                 "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
 
-    def _run_sync(self, call_id: int, task: _Call, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    def _run_sync(self, call_id: int, task: _Call, fn: Callable[..., Any], pace: CallPace,
+                  args: list[Any], kwargs: dict[str, Any]) -> None:
         if task.cancelled:
             return  # cancelled (or timed out) while it waited for a worker
         payload: bytes | None = None
+        started = time.perf_counter()
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
         except _function_errors() as exc:  # the function's error goes to its caller
             payload = self.failure(call_id, exc)
         finally:
+            pace.record(time.perf_counter() - started)
             if payload is None:  # SystemExit or the like: the caller still gets an answer
                 payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
             self.finish(call_id, task, payload)

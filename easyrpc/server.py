@@ -22,12 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handshake import Secret
 from ._pool import PoolClosed, WorkerPool
-from ._server_conn import InlineWatch
+from ._server_conn import CallPace, InlineWatch
 from ._signature import describe_function, is_identifier
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Registered:
     kind: str  # "sync", "async", "gen", "agen", "builtin", "remote", "remote_gen"
     description: dict[str, Any]
     link: ServerLink | None = None  # for functions forwarded from another server
+    pace: CallPace = field(default_factory=CallPace, compare=False, repr=False)  # plain functions' run times
 
 
 def _kind_of(func: Callable[..., Any]) -> str:

@@ -1,7 +1,8 @@
 """Calls the server's reading thread runs itself, and the relay that takes over reading.
 
 A connection with nothing else in flight runs a plain call on its handler thread (no
-hand-off to a worker). These tests pin down what must still hold: a long call never
+hand-off to a worker), and so does a call of a function whose recent runs were fast
+(CallPace), whatever else is in flight. These tests pin down what must still hold: a long call never
 keeps the connection's other messages waiting (the watchdog has the relay read), the
 connection's keepalive is answered meanwhile, a peer that leaves is noticed at once, and
 every thread involved is named and ends with the connection or the server.
@@ -63,6 +64,15 @@ def gated(serve: Callable[..., Served]) -> Iterator[tuple[Served, EasyRpcServer,
     def sleep(seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+    @rpc.origin
+    def slow_who() -> str:
+        time.sleep(2 * _server_conn._FAST_CALL)
+        return threading.current_thread().name
+
+    @rpc.origin
+    def maybe_hold(hold: bool) -> str:
+        return gate.hold() if hold else threading.current_thread().name
 
     rpc.register(gate.hold, name="hold")
     served = serve(app, rpc)
@@ -329,3 +339,55 @@ def test_one_reader_at_a_time_under_takeovers_and_handbacks(
     assert takeovers[0] > 10, takeovers
     assert wait_for(lambda: rpc.connection_count == 0)
     assert not guard.violations, guard.violations[:5]
+
+
+def test_call_pace_counts_fast_runs_and_forgives_one_slow_run() -> None:
+    pace = _server_conn.CallPace()
+    fast, slow = _server_conn._FAST_CALL / 10, _server_conn._FAST_CALL * 10
+    for _ in range(_server_conn._FAST_SCORE - 1):
+        pace.record(fast)
+    assert not pace.fast
+    pace.record(fast)
+    assert pace.fast
+    for _ in range(2 * _server_conn._FAST_CAP):
+        pace.record(fast)
+    pace.record(slow)  # one run held up (by the GIL, say) among fast ones
+    assert pace.fast
+    pace.record(slow)  # slow again: back to the pool
+    assert not pace.fast
+    assert pace.score >= 0
+
+
+def test_concurrent_calls_of_a_fast_function_run_on_the_connection_thread(gated: Any, open_proxy: Any) -> None:
+    served, _, _ = gated
+    p = open_proxy(served)
+    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+        p.who()  # fast runs: its pace says so
+    names = [f.result(5) for f in [p.who.submit() for _ in range(64)]]
+    assert not any(n.startswith("easyrpc-worker") for n in names), names
+
+
+def test_concurrent_calls_of_a_slow_function_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
+    served, _, _ = gated
+    p = open_proxy(served)
+    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+        p.slow_who()  # sequential: these may run inline, and their runs are slow
+    names = [f.result(5) for f in [p.slow_who.submit() for _ in range(16)]]
+    # The first may arrive alone, continuing the sequential streak, and run inline; the
+    # others arrive while it runs, find calls buffered, and go to the pool.
+    assert all(n.startswith("easyrpc-worker") for n in names[1:]), names
+
+
+def test_a_fast_function_turning_slow_inline_holds_up_no_other_call(gated: Any, open_proxy: Any) -> None:
+    served, _, gate = gated
+    p = open_proxy(served)
+    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+        p.maybe_hold(False)
+    others = [p.who.submit() for _ in range(4)]  # in flight: not a sequential streak
+    held = p.maybe_hold.submit(True)
+    assert gate.started.wait(5)
+    assert not gate.thread_name.startswith("easyrpc-worker")  # its pace put it inline
+    # the watchdog hands reading to a relay: this call is served while hold() runs
+    assert p.open_gate.with_timeout(5)().startswith("easyrpc-worker")
+    assert held.result(5) == "held"
+    assert all(f.result(5) for f in others)
