@@ -27,6 +27,7 @@ from harness.systems import STARTUP_TIMEOUT, SYSTEMS, TIMEOUTS, WORKLOAD_KEYS, W
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 PLOT_SCRIPT = BENCH_DIR / "harness" / "plot.py"
+PIN_SCRIPT = BENCH_DIR / "harness" / "pin.py"
 PLOT_TIMEOUT = 180.0
 
 
@@ -36,9 +37,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; each figure is their median (default 3)")
     parser.add_argument("--systems", default="", help=f"comma-separated subset of: {', '.join(s.key for s in SYSTEMS)}")
     parser.add_argument("--workloads", default="", help=f"comma-separated subset of: {', '.join(WORKLOAD_KEYS)}")
+    parser.add_argument("--pin", action="store_true",
+                        help="run every client on CPU 0 and every server on CPU 1 (Linux); never published by default")
     parser.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                         help="also write benchmarks/results.md and results.png (default: only for a full, unfiltered run)")
     args = parser.parse_args(argv)
+    if args.pin and not hasattr(os, "sched_setaffinity"):
+        parser.error("--pin needs os.sched_setaffinity (Linux)")
+    if args.pin and (os.cpu_count() or 1) < 2:
+        parser.error("--pin needs two CPUs")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if args.runs < 3:
@@ -89,9 +96,16 @@ def git_state() -> str:
     return (head or "?") + ("+dirty" if dirty else "")
 
 
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """*cmd*, run on CPU *cpu* alone (None: as it is)."""
+    return cmd if cpu is None else [sys.executable, str(PIN_SCRIPT), str(cpu), *cmd]
+
+
 def run_system(system: System, python: str, scale: str, workloads: list[str], timed_out: set[tuple[str, str]],
-               log_dir: Path, run: int) -> dict[str, dict[str, Any]]:
+               log_dir: Path, run: int, pin: bool = False) -> dict[str, dict[str, Any]]:
     """One run of one system: its server, then its client over *workloads*.
+
+    With *pin*, the client runs on CPU 0 and the server on CPU 1.
 
     A workload that times out kills the client (and the server is restarted for the
     rest); it is not retried in later runs.
@@ -106,7 +120,8 @@ def run_system(system: System, python: str, scale: str, workloads: list[str], ti
         attempts += 1
         port = free_port()
         stem = f"{system.key}-run{run + 1}"
-        server = Server(system.server_cmd(python, port), port, log_dir / f"{stem}-server.log", STARTUP_TIMEOUT)
+        server = Server(pinned(system.server_cmd(python, port), 1 if pin else None), port,
+                        log_dir / f"{stem}-server.log", STARTUP_TIMEOUT)
         try:
             server.start()
         except RuntimeError as exc:
@@ -114,7 +129,8 @@ def run_system(system: System, python: str, scale: str, workloads: list[str], ti
                 results[w] = {"status": "error", "reason": f"server: {exc}"}
             break
         try:
-            outcome = run_client(system.client_cmd(python, port, scale, pending), pending, TIMEOUTS[scale],
+            outcome = run_client(pinned(system.client_cmd(python, port, scale, pending), 0 if pin else None),
+                                 pending, TIMEOUTS[scale],
                                  STARTUP_TIMEOUT, log_dir / f"{stem}-client.log")
         finally:
             server.stop()
@@ -158,6 +174,7 @@ def render_markdown(meta: dict[str, Any], versions: dict[str, str], summary: dic
         "",
         f"- date: {meta['date']}",
         f"- machine: nproc={meta['nproc']}, {meta['cpu']}, {meta['platform']}",
+        f"- CPUs: {meta.get('pinned') or 'not pinned (the scheduler places every process)'}",
         f"- load average (1/5/15 min) before: {meta['loadavg_before']}, after: {meta['loadavg_after']}",
         f"- python: {meta['python']}",
         f"- easyrpc measured: working tree at {meta['easyrpc_tree']}",
@@ -204,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s for s in SYSTEMS if s.key in select(args.systems, [s.key for s in SYSTEMS], "system")]
     workloads = select(args.workloads, list(WORKLOAD_KEYS), "workload")
     publish = args.publish if args.publish is not None else (
-        not args.quick and args.runs >= 3 and len(systems) == len(SYSTEMS) and len(workloads) == len(WORKLOAD_KEYS))
+        not args.pin and not args.quick and args.runs >= 3
+        and len(systems) == len(SYSTEMS) and len(workloads) == len(WORKLOAD_KEYS))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     log_dir = RESULTS_DIR / "logs"
     if log_dir.exists():
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             if system.key in setup_errors:
                 results = {w: {"status": "error", "reason": f"setup: {setup_errors[system.key]}"} for w in workloads}
             else:
-                results = run_system(system, pythons[system.key], scale, workloads, timed_out, log_dir, run)
+                results = run_system(system, pythons[system.key], scale, workloads, timed_out, log_dir, run, args.pin)
             raw[system.key].append(results)
             print(progress_line(system, results, time.monotonic() - t0), flush=True)
 
@@ -258,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     tree_after = git_state()
     tree = tree_before if tree_after == tree_before else f"{tree_before} at the start, {tree_after} at the end"
     meta = {**machine_info(started_at), "scale": scale, "easyrpc_tree": tree, "runs": args.runs,
+            "pinned": "clients on CPU 0, servers on CPU 1" if args.pin else None,
             "seconds": round(time.monotonic() - started, 1),
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "command": " ".join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])}
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [w for w in WORKLOADS if w.key in workloads]
     header, body = report.headers(chosen), report.rows(summary, chosen)
     print()
+    if args.pin:
+        print(f"pinned: {meta['pinned']}")
     print(report.text_table(header, body))
     print()
     print("(Nx) = ratio to the transport floor in the same run, median over runs; for seconds lower is better.")
