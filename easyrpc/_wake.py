@@ -11,7 +11,8 @@ release the GIL around their system calls, so the wake no longer stalls every ot
 thread. Eight threads woken in turn by one replier (``benchmarks/wakeups.py``) run 1.94x
 as many calls per second with it as with a lock per call; 8 threads sharing one proxy,
 1.18x. A lone thread woken by another is slower with it (0.82x), but a lone blocking
-caller mostly reads its own reply and does not sleep here. Elsewhere a raw lock stands in.
+caller mostly reads its own reply and does not sleep here. Elsewhere, or when the process
+is out of file descriptors, a raw lock stands in.
 
 A waker is a signal, not a count: :meth:`ThreadWaker.sleep` may return without a wake
 of its own (a wake meant for an earlier call that the thread stopped waiting for, say,
@@ -45,8 +46,11 @@ class ThreadWaker:
         self._poll: select.poll | None = None
         self._lock: threading.Lock | None = None
         if _EVENTFD:
-            self._fd = os.eventfd(0)  # close-on-exec
-        else:
+            try:
+                self._fd = os.eventfd(0)  # close-on-exec
+            except OSError:  # out of descriptors (many threads, a low ulimit): a lock will do
+                self._fd = -1
+        if self._fd < 0:
             self._lock = threading.Lock()
             self._lock.acquire()  # held: no wake pending
 

@@ -81,6 +81,27 @@ def test_an_eventfd_waker_closes_its_descriptor_once_unreferenced() -> None:
         os.fstat(fd)
 
 
+@pytest.mark.skipif(not _wake._EVENTFD, reason="eventfd is Linux-only")
+def test_a_process_out_of_descriptors_still_gets_a_working_waker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One eventfd per calling thread: with many threads and a low descriptor limit, a
+    thread that cannot get one still makes calls."""
+
+    def no_fd(*args: Any) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "eventfd", no_fd)
+    waker = ThreadWaker()
+    assert waker._fd < 0
+    timer = threading.Timer(0.05, waker.wake)
+    timer.start()
+    try:
+        waker.sleep(10.0)
+    finally:
+        timer.join(5)
+    waker.wake()
+    waker.sleep(None)  # the pending wake: returns at once
+
+
 def test_each_thread_has_its_own_waker_reused_by_its_calls() -> None:
     mine = thread_waker()
     assert thread_waker() is mine
