@@ -30,6 +30,15 @@ from easyrpc._wake import _EVENTFD, thread_waker
 MSG = b"x" * 64
 
 
+class _Box:
+    """One call's reply has come (easyrpc._wake.Delivered)."""
+
+    __slots__ = ("delivered",)
+
+    def __init__(self) -> None:
+        self.delivered = False
+
+
 def one_run(kind: str, threads: int, calls: int) -> tuple[float, float]:
     """(calls/s, CPU µs per call) of *threads* callers making *calls* calls in all."""
     a, b = socket.socketpair()
@@ -51,7 +60,9 @@ def one_run(kind: str, threads: int, calls: int) -> tuple[float, float]:
                 if kind == "lock":
                     w.release()
                 else:
-                    w.wake()
+                    waker, box = w
+                    box.delivered = True
+                    waker.wake()
             got += k
 
     def caller() -> None:
@@ -65,10 +76,11 @@ def one_run(kind: str, threads: int, calls: int) -> tuple[float, float]:
                     a.sendall(MSG)
                 lock.acquire()
             else:
+                box = _Box()
                 with send_lock:
-                    waiters.append(waker)
+                    waiters.append((waker, box))
                     a.sendall(MSG)
-                waker.sleep(None)
+                waker.wait_for(box, None)
 
     rt = threading.Thread(target=replier, name="bench-replier")
     ts = [threading.Thread(target=caller, name=f"bench-caller-{i}") for i in range(threads)]

@@ -263,40 +263,25 @@ class BlockingCall(_SettledOnce):
     eventfd on Linux, see ``_wake``) is woken with the GIL released.
     """
 
-    __slots__ = ("_waker", "_owner", "_delivered", "_value", "_exc", "__weakref__")
+    __slots__ = ("_waker", "_owner", "delivered", "_value", "_exc", "__weakref__")
 
     def __init__(self, engine: Engine) -> None:
         self._init_call(engine)
         self._waker = thread_waker()
         self._owner = threading.get_ident()
-        self._delivered = False
+        self.delivered = False  # value and error stored: the waiter may take them
         self._value: Any = None
         self._exc: BaseException | None = None
 
     def _deliver(self, value: Any, exc: BaseException | None) -> None:
         self._value, self._exc = value, exc
-        self._delivered = True
+        self.delivered = True
         if threading.get_ident() != self._owner:  # the caller reading its own reply is awake
             self._waker.wake()
 
     def wait_settled(self, timeout: float | None) -> bool:
-        """Wait until settled, at most *timeout* s (None: no limit); True if it is.
-
-        The waker may wake us for another reason (a wake meant for an earlier call of
-        this thread that it stopped waiting for): the loop checks and sleeps again.
-        """
-        if self._delivered:
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._delivered:
-            if deadline is None:
-                self._waker.sleep(None)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._waker.sleep(remaining)
-        return True
+        """Wait until settled, at most *timeout* s (None: no limit); True if it is."""
+        return self.delivered or self._waker.wait_for(self, timeout)
 
     def outcome(self) -> Any:
         """The settled call's value, or raise its error."""

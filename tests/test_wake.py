@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -27,58 +28,163 @@ def make_waker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     yield ThreadWaker
 
 
-def test_a_wake_before_sleep_makes_the_sleep_return_at_once(make_waker: type[ThreadWaker]) -> None:
+class Flag:
+    """What a test waits for (easyrpc._wake.Delivered)."""
+
+    def __init__(self) -> None:
+        self.delivered = False
+        self.looks = 0
+
+
+def _blocked(native_id: int) -> bool:
+    """True once the thread sleeps in the kernel (Linux /proc; elsewhere: assume so)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "S"
+    except OSError:
+        return True
+
+
+def test_a_stale_wake_only_makes_a_wait_look_again(make_waker: type[ThreadWaker]) -> None:
     waker = make_waker()
     waker.wake()
-    waker.wake()  # wakes do not pile up into more than one early return per sleep
+    waker.wake()  # wakes do not pile up
     t0 = time.monotonic()
-    waker.sleep(5.0)
-    assert time.monotonic() - t0 < 1.0
-    t0 = time.monotonic()
-    waker.sleep(0.05)  # nothing pending now: it waits out its time
+    assert not waker.wait_for(Flag(), 0.05)  # it waits out its time
     assert time.monotonic() - t0 >= 0.04
+    done = Flag()
+    done.delivered = True
+    assert waker.wait_for(done, None)  # delivered already: no sleep
 
 
-def test_a_sleeper_is_woken_by_another_thread(make_waker: type[ThreadWaker]) -> None:
+def test_a_sleeping_waiter_is_woken_by_another_thread(make_waker: type[ThreadWaker]) -> None:
     waker = make_waker()
-    asleep = threading.Event()
-    woke: list[float] = []
+    done = Flag()
+    ident: list[int] = []
+    woke: list[bool] = []
 
-    def sleeper() -> None:
-        asleep.set()
-        t0 = time.monotonic()
-        waker.sleep(None)  # no limit: only the wake ends it (the test's timeout bounds it)
-        woke.append(time.monotonic() - t0)
+    def waiter() -> None:
+        ident.append(threading.get_native_id())
+        woke.append(waker.wait_for(done, None))  # no limit: the test's timeout bounds it
 
-    t = threading.Thread(target=sleeper, name="test-sleeper")
+    t = threading.Thread(target=waiter, name="test-waiter")
     t.start()
-    assert asleep.wait(5)
+    assert wait_for(lambda: bool(ident) and _blocked(ident[0]))
+    done.delivered = True
     waker.wake()
     t.join(5)
-    assert not t.is_alive() and len(woke) == 1
+    assert not t.is_alive() and woke == [True]
 
 
-def test_sleep_with_a_limit_returns_when_woken_before_the_limit(make_waker: type[ThreadWaker]) -> None:
+def test_a_wait_with_a_limit_ends_when_woken_before_the_limit(make_waker: type[ThreadWaker]) -> None:
     waker = make_waker()
-    timer = threading.Timer(0.05, waker.wake)
+    done = Flag()
+
+    def finish() -> None:
+        done.delivered = True
+        waker.wake()
+
+    timer = threading.Timer(0.05, finish)
     timer.start()
     t0 = time.monotonic()
     try:
-        waker.sleep(10.0)
+        assert waker.wait_for(done, 10.0)
     finally:
         timer.join(5)
     assert time.monotonic() - t0 < 5.0
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
+def test_a_signal_handler_running_during_a_wait_does_not_end_it(make_waker: type[ThreadWaker]) -> None:
+    """Python 3.11 does not retry os.eventfd_read after a handler ran (InterruptedError)."""
+    waker = make_waker()
+    done = Flag()
+    handled: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: handled.append(signum))
+    main = threading.get_ident()
+    native = threading.get_native_id()
+
+    def interrupt_then_finish() -> None:
+        assert wait_for(lambda: _blocked(native))
+        signal.pthread_kill(main, signal.SIGUSR1)
+        assert wait_for(lambda: bool(handled))
+        done.delivered = True
+        waker.wake()
+
+    t = threading.Thread(target=interrupt_then_finish, name="test-signaller")
+    t.start()
+    try:
+        assert waker.wait_for(done, None)
+    finally:
+        t.join(5)
+        signal.signal(signal.SIGUSR1, old)
+    assert handled == [signal.SIGUSR1]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
+@pytest.mark.parametrize("limit", [None, 10.0], ids=["no-limit", "with-limit"])
+@pytest.mark.timeout(20)
+def test_a_wait_inside_a_signal_handler_leaves_the_interrupted_wait_working(
+        make_waker: type[ThreadWaker], limit: float | None) -> None:
+    """The handler's wait takes the wake meant for the wait it interrupted; that one must
+    still end when its condition holds, not sleep on."""
+    waker = make_waker()
+    outer = Flag()
+    handler_waited: list[bool] = []
+
+    class Counted(Flag):
+        """Counts the handler's wait looking at it."""
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "delivered":
+                object.__setattr__(self, "looks", object.__getattribute__(self, "looks") + 1)
+            return object.__getattribute__(self, name)
+
+    inner = Counted()
+
+    def handler(signum: int, frame: object) -> None:
+        handler_waited.append(waker.wait_for(inner, 10.0))
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    main = threading.get_ident()
+    native = threading.get_native_id()
+
+    def drive() -> None:
+        assert wait_for(lambda: _blocked(native))
+        signal.pthread_kill(main, signal.SIGUSR1)
+        # the handler's wait looks (at least twice) before it first sleeps
+        assert wait_for(lambda: inner.looks >= 2 and _blocked(native))
+        seen = inner.looks
+        outer.delivered = True  # the outer wait's condition holds; its wake goes to the handler's wait
+        waker.wake()
+        assert wait_for(lambda: inner.looks > seen)  # the handler's wait took it and looked
+        inner.delivered = True
+        waker.wake()
+
+    t = threading.Thread(target=drive, name="test-signaller")
+    t.start()
+    t0 = time.monotonic()
+    try:
+        assert waker.wait_for(outer, limit)
+    finally:
+        t.join(5)
+        signal.signal(signal.SIGUSR1, old)
+    assert handler_waited == [True]
+    assert time.monotonic() - t0 < 5.0  # not the limit: it ended when the handler returned
 
 
 @pytest.mark.skipif(not _wake._EVENTFD, reason="eventfd is Linux-only; the lock kind holds no descriptor")
 def test_an_eventfd_waker_closes_its_descriptor_once_unreferenced() -> None:
     waker = ThreadWaker()
     fd = waker._fd
-    os.fstat(fd)  # open
+    assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
     del waker
     gc.collect()
-    with pytest.raises(OSError):
-        os.fstat(fd)
+    try:
+        now = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        now = "closed"
+    assert now != "anon_inode:[eventfd]"  # closed (or the number reused by something else)
 
 
 @pytest.mark.skipif(not _wake._EVENTFD, reason="eventfd is Linux-only")
@@ -92,14 +198,18 @@ def test_a_process_out_of_descriptors_still_gets_a_working_waker(monkeypatch: py
     monkeypatch.setattr(os, "eventfd", no_fd)
     waker = ThreadWaker()
     assert waker._fd < 0
-    timer = threading.Timer(0.05, waker.wake)
+    done = Flag()
+
+    def finish() -> None:
+        done.delivered = True
+        waker.wake()
+
+    timer = threading.Timer(0.05, finish)
     timer.start()
     try:
-        waker.sleep(10.0)
+        assert waker.wait_for(done, 10.0)
     finally:
         timer.join(5)
-    waker.wake()
-    waker.sleep(None)  # the pending wake: returns at once
 
 
 def test_each_thread_has_its_own_waker_reused_by_its_calls() -> None:
@@ -146,3 +256,43 @@ def test_a_stale_wake_does_not_end_a_blocking_call_early(serve: Any, open_proxy:
         assert p.slow(0.05) == 0.05  # would be None if the stale wake ended the wait
         leader.join(5)
         assert results == [0.5]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
+@pytest.mark.parametrize("nested", [False, True], ids=["handler-returns", "handler-calls"])
+def test_a_blocking_call_survives_a_signal_handler_on_its_thread(serve: Any, open_proxy: Any, nested: bool) -> None:
+    """A main-thread call with no time limit, asleep while another thread reads its
+    reply: a signal handler (log rotation, say) must not fail it, and a handler that
+    itself calls the proxy must leave it answered."""
+    app, rpc, _ = build_app()
+    p = open_proxy(serve(app, rpc))  # no time limit
+    engine = p._engine
+    p.echo(0)
+    handled: list[Any] = []
+
+    def handler(signum: int, frame: object) -> None:
+        handled.append(p.echo("inner") if nested else signum)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    results: list[Any] = []
+    leader = threading.Thread(target=lambda out=results: out.append(p.slow(0.6)), name="test-leader")
+    main = threading.get_ident()
+    native = threading.get_native_id()
+
+    def interrupt() -> None:
+        assert wait_for(lambda: engine.in_flight == 2 and _blocked(native))
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    signaller = threading.Thread(target=interrupt, name="test-signaller")
+    leader.start()
+    try:
+        # another thread holds the reading role, so this call sleeps on its waker
+        assert wait_for(lambda: engine.in_flight == 1 and engine._role not in (None, threading.get_ident()))
+        signaller.start()
+        assert p.slow(0.3) == 0.3
+    finally:
+        signaller.join(5)
+        leader.join(5)
+        signal.signal(signal.SIGUSR1, old)
+    assert handled == (["inner"] if nested else [signal.SIGUSR1])
+    assert results == [0.6] and engine.in_flight == 0
