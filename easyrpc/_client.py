@@ -40,6 +40,7 @@ import websocket
 from . import _protocol as proto
 from ._handshake import FrameCipher, Secret, new_nonce
 from ._signature import FunctionSpec, spec_from_description
+from ._spin import DEFAULT_BUSY_POLL, busy_policy
 from ._transport import (
     OP_BINARY,
     OP_CLOSE,
@@ -436,14 +437,15 @@ class _LoopReader:
                 return
             try:
                 self._fd = os.dup(_sock_of(self.ws).fileno())
-                self.loop.add_reader(self._fd, self._on_readable)
+                self.loop.add_reader(self._fd, self.on_readable)
             except (OSError, RuntimeError):
                 self.revoked = True
                 self._close_fd()
         if self.revoked:
             self.engine._release(self)
 
-    def _on_readable(self) -> None:
+    def on_readable(self) -> None:
+        """Read what the socket has and handle it (on the loop, when it is readable)."""
         engine, frames = self.engine, self.frames
         reason: str | None = None
         with self.lock:
@@ -521,6 +523,7 @@ class Engine:
         max_backoff: float = 5.0,
         max_in_flight: int = 10_000,
         stream_window: int = 64,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
         scheme = "wss" if ssl_context is not None else "ws"
         hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else host
@@ -536,6 +539,7 @@ class Engine:
         self.max_backoff = max_backoff
         self.max_in_flight = max_in_flight
         self.stream_window = stream_window
+        self._busy = busy_policy(busy_poll)  # a lone call polls the socket before sleeping
         self._secret = Secret(secret)
         self._lock = threading.Lock()  # the request table and connection state
         self._room = threading.Condition(self._lock)  # callers waiting for max_in_flight
@@ -656,7 +660,7 @@ class Engine:
         ws.settimeout(None)
         with self._lock:
             self._ws = ws
-            self._frames = FrameReader(_sock_of(ws))
+            self._frames = FrameReader(_sock_of(ws), busy=self._busy)
             self._cipher = cipher
             self._last_seen = time.monotonic()
         with self._role_cond:
@@ -916,6 +920,17 @@ class Engine:
                 return
         reader.start()
 
+    def poll_in_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """(easyrpc.aio, on *loop*, which just sent its only call in flight.) Poll the
+        socket for up to the busy-poll window and read the reply here if it comes (True):
+        the loop's thread stays awake instead of sleeping in the selector (see ``_spin``)."""
+        role = self._role
+        if isinstance(role, _LoopReader) and role.loop is loop and not role.revoked \
+                and len(self._pending) == 1 and role.frames.busy_poll():
+            role.on_readable()
+            return True
+        return False
+
     def _release(self, reader: _LoopReader) -> None:
         """A loop's reading role ends; the reader thread takes over if anything waits."""
         with self._role_cond:
@@ -958,6 +973,8 @@ class Engine:
                     if reason is not None or fut.settled:
                         break
                     clean = True
+                    if len(self._pending) == 1:  # fut alone in flight: its reply is due soon
+                        frames.busy_poll()
                     if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
                         break  # out of time: wait() expires the call
                     frames.fill()

@@ -32,6 +32,7 @@ from . import _protocol as proto
 from ._frames import OP_BINARY, OP_TEXT, frame_header
 from ._handshake import FrameCipher, new_nonce
 from ._pool import PoolClosed
+from ._spin import busy_policy
 from ._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, Writable, write_items
 from .exceptions import AuthenticationError, ProtocolError, SerializationError
 
@@ -460,8 +461,8 @@ class ServerConnection:
         self.log: logging.Logger = server.log
         self.owned = isinstance(getattr(ws, "thread", None), SocketOwner)
         self._tick = max(0.02, min(1.0, server.ping_interval / 2, server.ping_timeout / 2))
-        self._frames = FrameReader(self.sock, server.preauth_max_message, masked=True,
-                                   tick=self._tick, on_tick=self._on_tick)
+        self._frames = FrameReader(self.sock, server.preauth_max_message, masked=True, tick=self._tick,
+                                   on_tick=self._on_tick, busy=busy_policy(server.busy_poll))
         self._auth_deadline = 0.0
         self._closed_at: float | None = None
         self.namespace = ""
@@ -831,6 +832,8 @@ class ServerConnection:
                 msg = frames.pop()
                 if msg is None:
                     if not relay:
+                        if not self._tasks:  # nothing running: a sequential caller's next call is due
+                            frames.busy_poll()
                         frames.fill()  # its ticks run _on_tick
                     elif self.inline_since is None:
                         return True  # hand reading back

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
+from ._spin import BusyPoll
 from .exceptions import ProtocolError
 
 __all__ = ["FrameReader", "FrameError", "Writable", "frame_bytes", "write_frame", "write_items", "write_close",
@@ -169,7 +170,8 @@ class FrameReader:
     """
 
     def __init__(self, sock: socket.socket, max_message: int | None = None, *, masked: bool = False,
-                 tick: float | None = None, on_tick: Callable[[], None] | None = None) -> None:
+                 tick: float | None = None, on_tick: Callable[[], None] | None = None,
+                 busy: BusyPoll | None = None) -> None:
         self._sock = sock
         self._buf = bytearray()
         self._pos = 0
@@ -184,6 +186,7 @@ class FrameReader:
         # True while an event loop reads (one recv per readiness): a big frame is then
         # buffered piece by piece instead of received in one blocking loop
         self.incremental = False
+        self.busy = busy  # the connection's busy-poll policy, if it has one
 
     def pop(self) -> tuple[int, bytes] | None:
         """The next complete message already received, as ``(opcode, payload)``, or None.
@@ -238,16 +241,29 @@ class FrameReader:
         self._buf += self._sock.recv(_RECV)
         if len(self._buf) == before:
             raise ConnectionError("the peer closed the connection")
+        if self.busy is not None:
+            self.busy.mark()
 
     def wait_readable(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for :meth:`fill` to have something to read."""
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True  # decrypted bytes wait in the TLS layer, invisible to poll
+        if self._tls_pending():
+            return True
+        return bool(self._poll_object().poll(max(0, math.ceil(timeout * 1000))))
+
+    def busy_poll(self) -> bool:
+        """Poll the socket for up to the window of :attr:`busy` (see ``_spin``); True if
+        :meth:`fill` now has something to read, False if the caller should sleep on it."""
+        return self.busy is not None and (self._tls_pending() or self.busy.poll(self._poll_object()))
+
+    def _tls_pending(self) -> bool:
+        sock = self._sock  # decrypted bytes wait in the TLS layer, invisible to poll
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def _poll_object(self) -> select.poll:
         if self._poller is None:
             self._poller = select.poll()
-            self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(self._poller.poll(max(0, math.ceil(timeout * 1000))))
+            self._poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return self._poller
 
     def _await_data(self) -> None:
         if self._tick is None:

@@ -29,6 +29,7 @@ from ._handshake import Secret
 from ._pool import PoolClosed, WorkerPool
 from ._server_conn import CallPace, InlineWatch
 from ._signature import describe_function, is_identifier
+from ._spin import DEFAULT_BUSY_POLL, check_window
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -168,6 +169,12 @@ class EasyRpcServer:
         ping_interval: seconds of silence after which the server pings a connection.
         ping_timeout: seconds more of silence after which a connection is dropped.
         send_tracebacks: include remote tracebacks in error replies.
+        stream_window_max: the most items a generator may run ahead of its consumer.
+        busy_poll: seconds (at most 0.01) a connection with no call running polls its
+            socket for the next request before its thread sleeps: a sequential caller's
+            next call then finds the server awake. One thread per process polls at a
+            time, and a connection backs off by itself when requests come further apart;
+            ``0`` never polls.
     """
 
     def __init__(
@@ -186,9 +193,11 @@ class EasyRpcServer:
         ping_timeout: float = 20.0,
         send_tracebacks: bool = True,
         stream_window_max: int = 1024,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
+        self.busy_poll = check_window(busy_poll)
         self.path = path
         self.encryption_enabled = encryption_enabled
         self.max_in_flight = max_in_flight

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
 from .._proxy_base import ProxyBase, make_function
 from .._signature import FunctionSpec, wire_from_bound
+from .._spin import DEFAULT_BUSY_POLL
 from ..exceptions import CallTimeout
 
 __all__ = ["EasyRpcProxy", "AsyncRemoteIterator"]
@@ -147,13 +148,21 @@ class EasyRpcProxy(ProxyBase):
         reconnect: bool = True,
         max_in_flight: int = 10_000,
         stream_window: int = 64,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> EasyRpcProxy:
-        """Connect, authenticate and fetch the server's functions, off the event loop."""
+        """Connect, authenticate and fetch the server's functions, off the event loop.
+
+        The parameters are those of :meth:`easyrpc.proxy.EasyRpcProxy.create`. A call
+        alone in flight busy-polls for its reply on the event loop itself, so
+        ``busy_poll`` is also the longest the loop is held per call (100 µs by default);
+        pass ``busy_poll=0`` where no other task may wait even that long.
+        """
         engine = Engine(
             origin_host, origin_port, origin_path, server_secret, namespace=namespace,
             encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
             connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
             reconnect=reconnect, max_in_flight=max_in_flight, stream_window=stream_window,
+            busy_poll=busy_poll,
         )
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine)
@@ -178,6 +187,8 @@ class EasyRpcProxy(ProxyBase):
                         self._queue_send(loop, item)
                     else:  # a lone call goes out at once: one turn of the loop less per call
                         self._send_now(loop, [item])
+                        if engine.poll_in_loop(loop):  # its reply was read right here
+                            await asyncio.sleep(0)  # still one turn: other tasks must not starve
                 else:  # writing megabytes would stall the event loop: write on a helper thread
                     await _off_loop(lambda: engine.send_items((item,)), "send")
                     engine.read_in_loop(loop)

@@ -1,0 +1,251 @@
+"""Busy polling (``easyrpc._spin``): its policy on a pipe, then both ends on loopback.
+
+On loopback the polling end and its peer run in different processes: within one
+process they would share the GIL, which a polling thread holds most of the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from easyrpc import _spin
+from easyrpc._spin import BusyPoll, busy_policy, check_window
+from easyrpc.aio import EasyRpcProxy as AioProxy
+from easyrpc.proxy import EasyRpcProxy
+from easyrpc.server import EasyRpcServer
+
+from .apps import build_app
+from .conftest import SECRET, Served
+from .faults import ServerProcess
+
+
+@dataclass
+class Pipe:
+    poller: select.poll  # watches the read end
+    r: int
+    w: int
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    r, w = os.pipe()
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+    yield Pipe(poller, r, w)
+    os.close(r)
+    os.close(w)
+
+
+def _fresh(window: float) -> BusyPoll:
+    policy = BusyPoll(window)
+    policy.mark()  # as if its connection had just received data
+    return policy
+
+
+def test_a_wait_whose_data_is_there_hits(pipe: Pipe) -> None:
+    policy = _fresh(0.01)
+    os.write(pipe.w, b"x")
+    assert policy.poll(pipe.poller)
+    assert (policy.hits, policy.misses) == (1, 0)
+
+
+def test_data_written_while_polling_ends_the_wait(pipe: Pipe) -> None:
+    policy = _fresh(0.005)
+    writer = threading.Timer(0.001, os.write, (pipe.w, b"x"))
+    writer.start()
+    try:
+        assert policy.poll(pipe.poller)
+    finally:
+        writer.join()
+    assert (policy.hits, policy.misses) == (1, 0)
+
+
+def test_misses_back_off_exponentially_and_a_hit_resets_it(pipe: Pipe) -> None:
+    policy = _fresh(0.0002)
+    polled = []
+    for i in range(40):
+        before = policy.misses
+        assert not policy.poll(pipe.poller)
+        if policy.misses > before:
+            polled.append(i)
+    # after each miss the next 1, 2, 4, 8 ... waits go straight to sleep
+    assert polled == [0, 2, 5, 10, 19, 36]
+    while policy._skip:
+        assert not policy.poll(pipe.poller)
+    os.write(pipe.w, b"x")
+    assert policy.poll(pipe.poller)
+    os.read(pipe.r, 1)
+    assert not policy.poll(pipe.poller)
+    assert policy._skip == 1  # the back-off starts again from one wait
+
+
+def test_back_off_is_capped(pipe: Pipe) -> None:
+    policy = _fresh(0.00005)
+    for _ in range(2000):
+        policy.poll(pipe.poller)
+    assert policy._backoff == _spin._MAX_SKIP
+    assert policy.misses <= 8 + 2000 // (_spin._MAX_SKIP + 1) + 1
+
+
+def test_no_polling_while_another_connection_received_data_last(pipe: Pipe) -> None:
+    policy = _fresh(0.01)
+    os.write(pipe.w, b"x")
+    BusyPoll(0.01).mark()  # another connection of this process got data since
+    assert not policy.poll(pipe.poller)
+    assert (policy.hits, policy.misses, policy._skip) == (0, 0, 0)
+    policy.mark()
+    assert policy.poll(pipe.poller)
+
+
+def test_one_thread_per_process_polls_at_a_time(pipe: Pipe) -> None:
+    policy = _fresh(0.01)
+    os.write(pipe.w, b"x")
+    with _spin._SLOT:  # another thread is polling
+        assert not policy.poll(pipe.poller)
+    assert (policy.hits, policy.misses) == (0, 0)
+    assert policy.poll(pipe.poller)
+
+
+@pytest.mark.parametrize("window", [-0.001, 0.02, float("nan"), float("inf"), True, "0.001", None])
+def test_bad_windows_are_refused(window: object) -> None:
+    with pytest.raises(ValueError, match="busy_poll"):
+        check_window(window)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="busy_poll"):
+        EasyRpcServer(None, "/ws/x", server_secret=SECRET, busy_poll=window)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="busy_poll"):
+        EasyRpcProxy.create("127.0.0.1", 9, "/ws/x", server_secret=SECRET, busy_poll=window)  # type: ignore[arg-type]
+
+
+def test_a_zero_window_means_no_policy() -> None:
+    assert busy_policy(0) is None
+    assert busy_policy(0.0001) is not None
+
+
+# --- on loopback -------------------------------------------------------------------------
+@pytest.fixture
+def server_process() -> Iterator[ServerProcess]:
+    server = ServerProcess(0, "busy_poll=0")  # the server never polls: the client's figures are its own
+    yield server
+    server.stop()
+
+
+def test_sequential_blocking_calls_poll_for_their_replies(server_process: ServerProcess) -> None:
+    with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                             busy_poll=0.01) as proxy:
+        for i in range(30):
+            assert proxy.echo(i) == i
+        policy = proxy._engine._busy
+        assert policy is not None and policy.hits >= 10, (policy.hits, policy.misses)
+
+
+def test_sequential_aio_calls_poll_for_their_replies(server_process: ServerProcess) -> None:
+    async def main() -> tuple[int, int]:
+        proxy = await AioProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                                      busy_poll=0.01)
+        try:
+            for i in range(30):
+                assert await proxy.echo(i) == i
+            policy = proxy._engine._busy
+            assert policy is not None
+            return policy.hits, policy.misses
+        finally:
+            await proxy.close()
+
+    hits, misses = asyncio.run(main())
+    assert hits >= 10, (hits, misses)
+
+
+def test_an_aio_call_answered_while_polling_still_lets_other_tasks_run(server_process: ServerProcess) -> None:
+    async def main() -> tuple[list[int], int]:
+        proxy = await AioProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                                      busy_poll=0.01)
+        turns = 0
+
+        async def other_task() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        starved = []  # calls during which the other task never ran
+        try:
+            for i in range(50):
+                before = turns
+                assert await proxy.echo(i) == i
+                if turns == before:
+                    starved.append(i)
+            policy = proxy._engine._busy
+            assert policy is not None
+            return starved, policy.hits
+        finally:
+            other.cancel()
+            await proxy.close()
+
+    starved, hits = asyncio.run(main())
+    assert hits >= 10
+    assert starved == []
+
+
+def test_calls_of_a_slow_function_stop_polling(server_process: ServerProcess) -> None:
+    with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                             busy_poll=0.001) as proxy:
+        for _ in range(12):
+            proxy.slow(0.01)  # 10 ms: every poll of 1 ms misses
+        policy = proxy._engine._busy
+        assert policy is not None
+        # polled at calls 0, 2, 5 and 10, then skipped: 4 ms of polling for 120 ms of calls
+        assert (policy.hits, policy.misses) == (0, 4)
+
+
+def test_a_proxy_with_no_window_never_polls(server_process: ServerProcess) -> None:
+    with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                             busy_poll=0) as proxy:
+        assert proxy.echo(1) == 1
+        assert proxy._engine._busy is None
+        assert proxy._engine._frames is not None and proxy._engine._frames.busy is None
+
+
+_CLIENT = textwrap.dedent("""
+    import sys
+    from easyrpc.proxy import EasyRpcProxy
+    with EasyRpcProxy.create("127.0.0.1", int(sys.argv[1]), "/ws/test", server_secret=sys.argv[2],
+                             busy_poll=0) as p:
+        for i in range(int(sys.argv[3])):
+            assert p.echo(i) == i
+        print("DONE", flush=True)
+        sys.stdin.readline()  # stay connected until the test has looked
+""")
+
+
+def test_a_server_connection_polls_for_a_sequential_callers_next_call(serve: object) -> None:
+    app, rpc, _ = build_app(busy_poll=0.01)
+    served: Served = serve(app, rpc)  # type: ignore[operator]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    client = subprocess.Popen([sys.executable, "-c", _CLIENT, str(served.port), SECRET, "30"], cwd=root,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == "DONE"
+        with rpc._lock:
+            conns = list(rpc._connections)
+        assert len(conns) == 1
+        policy = conns[0]._frames.busy
+        assert policy is not None and policy.hits >= 10, (policy.hits, policy.misses)
+        client.stdin.close()
+        assert client.wait(20) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
