@@ -453,7 +453,11 @@ class _LoopReader:
                 self.stop()
                 return
             try:
-                frames.fill()  # one recv: the socket is readable, it does not block
+                # What the loop saw may be stale: poll_in_loop, run earlier in the same
+                # turn, may have read it. One recv, and only if it cannot block.
+                if not frames.wait_readable(0):
+                    return
+                frames.fill()
                 reason = engine._handle_buffered(self.ws, frames)
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = engine._why_lost(exc)
@@ -920,16 +924,15 @@ class Engine:
                 return
         reader.start()
 
-    def poll_in_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """(easyrpc.aio, on *loop*, which just sent its only call in flight.) Poll the
-        socket for up to the busy-poll window and read the reply here if it comes (True):
-        the loop's thread stays awake instead of sleeping in the selector (see ``_spin``)."""
+    def poll_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(easyrpc.aio, a callback on *loop*, which sent a lone call.) If that call is
+        still the only one in flight, poll the socket for up to the busy-poll window and
+        read the reply here if it comes: the loop's thread stays awake instead of
+        sleeping in the selector (see ``_spin``)."""
         role = self._role
         if isinstance(role, _LoopReader) and role.loop is loop and not role.revoked \
                 and len(self._pending) == 1 and role.frames.busy_poll():
             role.on_readable()
-            return True
-        return False
 
     def _release(self, reader: _LoopReader) -> None:
         """A loop's reading role ends; the reader thread takes over if anything waits."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from easyrpc import _spin
+from easyrpc._client import _LoopReader
 from easyrpc._spin import BusyPoll, busy_policy, check_window
 from easyrpc.aio import EasyRpcProxy as AioProxy
 from easyrpc.proxy import EasyRpcProxy
@@ -249,3 +250,22 @@ def test_a_server_connection_polls_for_a_sequential_callers_next_call(serve: obj
         if client.poll() is None:
             client.kill()
             client.wait(10)
+
+
+def test_a_stale_readiness_never_blocks_the_event_loop(server_process: ServerProcess) -> None:
+    """The loop may report the socket readable after poll_in_loop, earlier in the same
+    turn, read what was there: the reader's callback must then return, not block in recv."""
+    async def main() -> None:
+        proxy = await AioProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
+                                      busy_poll=0.01)
+        try:
+            assert await proxy.echo(1) == 1  # the loop holds the reading role now
+            reader = proxy._engine._role
+            assert isinstance(reader, _LoopReader) and reader.loop is asyncio.get_running_loop()
+            reader.on_readable()  # nothing to read: returns at once
+            for i in range(200):  # and calls go on, polled or not
+                assert await proxy.echo(i) == i
+        finally:
+            await proxy.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

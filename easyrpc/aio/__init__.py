@@ -187,8 +187,9 @@ class EasyRpcProxy(ProxyBase):
                         self._queue_send(loop, item)
                     else:  # a lone call goes out at once: one turn of the loop less per call
                         self._send_now(loop, [item])
-                        if engine.poll_in_loop(loop):  # its reply was read right here
-                            await asyncio.sleep(0)  # still one turn: other tasks must not starve
+                        # Once the tasks ready now have run (a gather's other calls among
+                        # them), poll for the reply if this call is still alone in flight.
+                        loop.call_soon(engine.poll_in_loop, loop)
                 else:  # writing megabytes would stall the event loop: write on a helper thread
                     await _off_loop(lambda: engine.send_items((item,)), "send")
                     engine.read_in_loop(loop)
