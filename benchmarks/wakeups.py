@@ -9,7 +9,7 @@ the same run, and the ratio is the median over the runs of each run's ratio:
 
 * ``lock``: a fresh ``threading.Lock`` per call, released by the replier (what
   ``BlockingCall`` slept on before the waker). The futex wake happens with the GIL held.
-* ``waker``: the caller thread's ``easyrpc._wake.ThreadWaker`` (an eventfd on Linux),
+* ``waker``: the caller thread's ``easyrpc._wake.ThreadWaker`` (a pipe on POSIX),
   written with the GIL released.
 
 Prints one table: calls/s and CPU µs per call (both threads' CPU, ``time.process_time``).
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from easyrpc._wake import _EVENTFD, thread_waker
+from easyrpc._wake import _PIPE, thread_waker
 
 MSG = b"x" * 64
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"waker: {'eventfd' if _EVENTFD else 'lock'}; "
+    print(f"waker: {'pipe' if _PIPE else 'lock'}; "
           f"{args.calls:,} calls per figure, median of {args.runs} runs")
     print(f"{'threads':>7}  {'lock calls/s':>12}  {'lock us/call':>12}  "
           f"{'waker calls/s':>13}  {'waker us/call':>13}  {'ratio':>6}")

@@ -260,8 +260,8 @@ class BlockingCall(_SettledOnce):
 
     Only the calling thread ever waits for it and nobody can attach a callback, so it
     needs no Future: a Future's waiter sleeps on a Python-level Condition, which cost
-    about 20 µs of CPU per call when threads share a proxy. The thread's waker (an
-    eventfd on Linux, see ``_wake``) is woken with the GIL released.
+    about 20 µs of CPU per call when threads share a proxy. The thread's waker (a
+    pipe, see ``_wake``) is woken with the GIL released.
     """
 
     __slots__ = ("_waker", "_owner", "delivered", "_value", "_exc", "__weakref__")

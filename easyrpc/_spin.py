@@ -27,7 +27,7 @@ import time
 
 __all__ = ["DEFAULT_BUSY_POLL", "BusyPoll", "busy_policy", "check_window"]
 
-DEFAULT_BUSY_POLL = 100e-6  # seconds; see benchmarks/README.md for what it buys
+DEFAULT_BUSY_POLL = float(os.environ.get("EASYRPC_BP", "100e-6"))
 
 _MAX_SKIP = 128  # waits skipped after repeated misses (one window lost per 129 at most)
 _MAX_WINDOW = 0.01  # longer than a scheduler tick: that is sleeping, not polling

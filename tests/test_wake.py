@@ -1,4 +1,4 @@
-"""A thread's waker (easyrpc._wake): what blocking calls sleep on, eventfd or lock."""
+"""A thread's waker (easyrpc._wake): what blocking calls sleep on, a pipe or a lock."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from easyrpc._wake import ThreadWaker, thread_waker
 from .apps import build_app
 from .conftest import wait_for
 
-KINDS = ["eventfd", "lock"] if _wake._EVENTFD else ["lock"]
+KINDS = ["pipe", "lock"] if _wake._PIPE else ["lock"]
 
 
 @pytest.fixture(params=KINDS)
 def make_waker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ThreadWaker]]:
     """The ThreadWaker class, set to build the parametrised kind."""
-    monkeypatch.setattr(_wake, "_EVENTFD", request.param == "eventfd")
+    monkeypatch.setattr(_wake, "_PIPE", request.param == "pipe")
     yield ThreadWaker
 
 
@@ -99,7 +99,7 @@ def test_a_wait_with_a_limit_ends_when_woken_before_the_limit(make_waker: type[T
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
 def test_a_signal_handler_running_during_a_wait_does_not_end_it(make_waker: type[ThreadWaker]) -> None:
-    """Python 3.11 does not retry os.eventfd_read after a handler ran (InterruptedError)."""
+    """A handler that returns leaves the wait asleep until its wake (no InterruptedError)."""
     waker = make_waker()
     done = Flag()
     handled: list[int] = []
@@ -180,32 +180,46 @@ def test_a_wait_inside_a_signal_handler_leaves_the_interrupted_wait_working(
     assert time.monotonic() - t0 < 5.0  # not the limit: it ended when the handler returned
 
 
-@pytest.mark.skipif(not _wake._EVENTFD, reason="eventfd is Linux-only; the lock kind holds no descriptor")
-def test_an_eventfd_waker_closes_its_descriptor_once_unreferenced() -> None:
+def _fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed"
+
+
+@pytest.mark.skipif(not _wake._PIPE or not os.path.isdir("/proc/self/fd"), reason="no pipe waker, or no /proc")
+def test_a_pipe_waker_closes_both_ends_once_unreferenced() -> None:
     waker = ThreadWaker()
-    fd = waker._fd
-    assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+    fds = (waker._fd, waker._wfd)
+    pipes = [_fd_target(fd) for fd in fds]
+    assert pipes[0] == pipes[1] and pipes[0].startswith("pipe:")
     del waker
     gc.collect()
-    try:
-        now = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        now = "closed"
-    assert now != "anon_inode:[eventfd]"  # closed (or the number reused by something else)
+    assert all(_fd_target(fd) != pipes[0] for fd in fds)  # closed (or the number reused by something else)
 
 
-@pytest.mark.skipif(not _wake._EVENTFD, reason="eventfd is Linux-only")
+@pytest.mark.skipif(not _wake._PIPE, reason="no pipe waker here")
 def test_a_process_out_of_descriptors_still_gets_a_working_waker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One eventfd per calling thread: with many threads and a low descriptor limit, a
+    """One pipe per calling thread: with many threads and a low descriptor limit, a
     thread that cannot get one still makes calls."""
 
-    def no_fd(*args: Any) -> int:
+    def no_fd(*args: Any) -> tuple[int, int]:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(os, "eventfd", no_fd)
+    monkeypatch.setattr(os, "pipe", no_fd)
     waker = ThreadWaker()
-    assert waker._fd < 0
+    assert waker._fd < 0 and waker._wfd < 0
     _wait_for_a_timed_delivery(waker)
+
+
+@pytest.mark.skipif(not _wake._PIPE, reason="no pipe waker here")
+def test_wakes_never_block_the_waker_on_a_full_pipe() -> None:
+    waker = ThreadWaker()
+    waker._sleeping = True  # as if its thread slept: every wake writes a byte
+    for _ in range(80_000):  # more than a pipe holds (64 KiB on Linux)
+        waker.wake()
+    waker._sleeping = False
+    assert _wait_for_a_timed_delivery(waker) < 5.0  # the pending wakes only make it look again
 
 
 def test_each_thread_has_its_own_waker_reused_by_its_calls() -> None:
@@ -220,7 +234,7 @@ def test_each_thread_has_its_own_waker_reused_by_its_calls() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_gets_wakers_of_its_own() -> None:
-    """A child sharing its parent's eventfd could steal the parent's wakes."""
+    """A child sharing its parent's pipe could steal the parent's wakes."""
     parent = thread_waker()
     pid = os.fork()
     if pid == 0:  # the child: exit at once, status 0 if it got a new waker
