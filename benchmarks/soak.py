@@ -268,11 +268,16 @@ def run_steps(load: Load, name: str, step: Callable[[Load, random.Random], None]
 class AioClient:
     """An event loop thread with a long-lived aio proxy; runs the aio load on request."""
 
-    def __init__(self, port: int, encryption: bool, limit: float | None) -> None:
+    def __init__(self, port: int, encryption: bool, limit: float | None, tally: Tally) -> None:
         self.port = port
         self.encryption = encryption
         self.limit = limit
         self.loop = asyncio.new_event_loop()
+        # an exception escaping a callback on the loop (easyrpc's reader, say) is logged by
+        # asyncio and would go unnoticed: count it as unexpected
+        self.loop.set_exception_handler(
+            lambda loop, context: tally.fail("aio loop callback", type(context.get("exception")).__name__,
+                                             str(context.get("message", ""))))
         self.thread = threading.Thread(target=self.loop.run_forever, name="soak-aio-loop", daemon=True)
         self.thread.start()
         try:
@@ -558,7 +563,7 @@ def soak(server: BenchServer, args: argparse.Namespace, limit: float | None) -> 
     started = time.monotonic()
     load = Load(server.port, args.encryption, limit, Tally())
     try:
-        aio = AioClient(server.port, args.encryption, limit)
+        aio = AioClient(server.port, args.encryption, limit, load.tally)
         try:
             print(f"warm-up: {args.warmup:g} s", file=sys.stderr, flush=True)
             stuck = run_load(load, aio, args.warmup, server, started)

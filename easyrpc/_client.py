@@ -930,8 +930,13 @@ class Engine:
         read the reply here if it comes: the loop's thread stays awake instead of
         sleeping in the selector (see ``_spin``)."""
         role = self._role
-        if isinstance(role, _LoopReader) and role.loop is loop and not role.revoked \
-                and len(self._pending) == 1 and role.frames.busy_poll():
+        if not isinstance(role, _LoopReader) or role.loop is not loop or role.revoked or len(self._pending) != 1:
+            return
+        try:
+            readable = role.frames.busy_poll()
+        except OSError:  # the socket was closed meanwhile: the connection's end is reported elsewhere
+            return
+        if readable:
             role.on_readable()
 
     def _release(self, reader: _LoopReader) -> None:

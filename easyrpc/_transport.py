@@ -19,6 +19,7 @@ text frames is checked by the JSON decoder, not here.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import select
@@ -261,8 +262,11 @@ class FrameReader:
 
     def _poll_object(self) -> select.poll:
         if self._poller is None:
+            fd = self._sock.fileno()
+            if fd < 0:  # closed by another thread: an OSError, as a recv would raise
+                raise OSError(errno.EBADF, "the socket is closed")
             self._poller = select.poll()
-            self._poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self._poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         return self._poller
 
     def _await_data(self) -> None:

@@ -34,6 +34,7 @@ from flask_sock import Sock
 from easyrpc import CallTimeout, ConnectionLost
 from easyrpc._client import Engine
 from easyrpc._frames import frame_header
+from easyrpc._spin import BusyPoll
 from easyrpc._transport import (
     OP_BINARY,
     OP_CLOSE,
@@ -1027,3 +1028,21 @@ def test_a_revoked_loop_leaves_no_descriptor_behind(owned: Target) -> None:
         assert len(os.listdir("/proc/self/fd")) <= before + 1
     finally:
         p._engine.close()
+
+
+def test_a_frame_reader_on_a_socket_closed_underneath_raises_oserror() -> None:
+    """Another thread may close the socket (a proxy closing): waiting or busy polling then
+    fails like a recv would, with OSError, which every reader handles as the end."""
+    a, b = socket.socketpair()
+    try:
+        frames = FrameReader(a, busy=BusyPoll(0.001))
+        a.close()
+        with pytest.raises(OSError):
+            frames.wait_readable(0)
+        assert frames.busy is not None
+        frames.busy.mark()
+        with pytest.raises(OSError):
+            frames.busy_poll()
+    finally:
+        a.close()
+        b.close()
