@@ -13,8 +13,11 @@ polls successfully again, so a connection whose replies take longer than the win
 loses at most one window per ``_MAX_SKIP`` waits.
 
 Only one thread per process polls at a time (``_SLOT``): two would only fight over
-the GIL. Callers poll only where nothing else of theirs could use the time (a
-proxy's only call in flight; a server connection with no call running).
+the GIL. A thread polls only for the connection of the process that received data
+last, and not while two connections receive data close together (``_SHARED``): the
+thread polling for one would hold the GIL while the other's data waits. Callers poll
+only where nothing else of theirs could use the time (a proxy's only call in flight;
+a server connection with no call running).
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ import time
 
 __all__ = ["DEFAULT_BUSY_POLL", "BusyPoll", "busy_policy", "check_window"]
 
-DEFAULT_BUSY_POLL = float(os.environ.get("EASYRPC_BP", "100e-6"))
+DEFAULT_BUSY_POLL = 100e-6  # seconds
 
 _MAX_SKIP = 128  # waits skipped after repeated misses (one window lost per 129 at most)
 _MAX_WINDOW = 0.01  # longer than a scheduler tick: that is sleeping, not polling
 _SLOT = threading.Lock()  # held by the one thread of the process that is polling
+_SHARED = 0.002  # s: connections receiving data this close together share the process
 _last: BusyPoll | None = None  # the connection that received data last, in this process
+_last_at = 0.0  # when (time.perf_counter)
+_shared_until = 0.0  # no polling before this: several connections are busy
 
 
 def check_window(window: float) -> float:
@@ -66,24 +72,32 @@ class BusyPoll:
         self._backoff = 0  # how many the next miss makes skip
 
     def mark(self) -> None:
-        """Data arrived on this connection (the last of the process to get any, now)."""
-        global _last
-        _last = self
+        """Data arrived on this connection: it is the last of the process to get any. If
+        another got some just before, no connection polls for a while: a thread polling
+        for one connection would hold the GIL while the other's requests wait for it."""
+        global _last, _last_at, _shared_until
+        now = time.perf_counter()
+        if _last is not self:
+            if now - _last_at < _SHARED:
+                _shared_until = now + _SHARED
+            _last = self
+        _last_at = now
 
     def poll(self, poller: select.poll) -> bool:
         """Poll *poller* for up to the window; True once it has an event, False if it had
         none (or this wait does not poll: it should sleep as usual)."""
         if _last is not self:
-            return False  # other connections are busy: the CPU has better things to do
+            return False  # another connection got data since: the CPU has better things to do
         if self._skip:
             self._skip -= 1
             return False
-        if not self.window or not _SLOT.acquire(blocking=False):
+        clock = time.perf_counter
+        start = clock()
+        if start < _shared_until or not self.window or not _SLOT.acquire(blocking=False):
             return False
         try:
             ready = poller.poll
-            clock = time.perf_counter
-            end = clock() + self.window
+            end = start + self.window
             while not ready(0):
                 if clock() >= end:
                     self.misses += 1

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,6 +46,19 @@ def pipe() -> Iterator[Pipe]:
     yield Pipe(poller, r, w)
     os.close(r)
     os.close(w)
+
+
+@pytest.fixture(autouse=True)
+def quiet_process() -> None:
+    """No connection of this process has received data lately (other tests' did)."""
+    _spin._last, _spin._last_at, _spin._shared_until = None, 0.0, 0.0
+
+
+def _until_unshared() -> None:
+    """Let the time in which no connection polls (two received data together) pass."""
+    deadline = time.perf_counter() + 1.0
+    while time.perf_counter() <= _spin._shared_until:
+        assert time.perf_counter() < deadline
 
 
 def _fresh(window: float) -> BusyPoll:
@@ -105,6 +119,31 @@ def test_no_polling_while_another_connection_received_data_last(pipe: Pipe) -> N
     assert not policy.poll(pipe.poller)
     assert (policy.hits, policy.misses, policy._skip) == (0, 0, 0)
     policy.mark()
+    _until_unshared()
+    assert policy.poll(pipe.poller)
+
+
+def test_no_polling_for_a_while_after_two_connections_received_data_together(pipe: Pipe) -> None:
+    """Two busy connections: a thread polling for one would keep the other waiting."""
+    policy, other = BusyPoll(0.01), BusyPoll(0.01)
+    os.write(pipe.w, b"x")
+    other.mark()
+    policy.mark()  # within _SHARED of the other's data
+    assert _spin._shared_until > time.perf_counter()
+    assert not policy.poll(pipe.poller)
+    assert (policy.hits, policy.misses, policy._skip) == (0, 0, 0)
+    _until_unshared()
+    assert policy.poll(pipe.poller)  # the other went quiet: polling again
+
+
+def test_data_now_and_then_on_another_connection_does_not_stop_polling(pipe: Pipe) -> None:
+    policy, other = BusyPoll(0.01), BusyPoll(0.01)
+    other.mark()  # a keepalive on an idle connection, say
+    start = time.perf_counter()
+    while time.perf_counter() - start <= _spin._SHARED:
+        pass
+    policy.mark()
+    os.write(pipe.w, b"x")
     assert policy.poll(pipe.poller)
 
 
