@@ -245,8 +245,8 @@ def test_calls_of_a_slow_function_stop_polling(server_process: ServerProcess) ->
             proxy.slow(0.01)  # 10 ms: every poll of 1 ms misses
         policy = proxy._engine._busy
         assert policy is not None
-        # polled at calls 0, 2, 5 and 10, then skipped: 4 ms of polling for 120 ms of calls
-        assert (policy.hits, policy.misses) == (0, 4)
+        # polled at calls 0, 2, 5 and 10 at most, then skipped: 4 ms of polling for 120 ms of calls
+        assert policy.hits == 0 and 1 <= policy.misses <= 4, (policy.hits, policy.misses)
 
 
 def test_a_proxy_with_no_window_never_polls(server_process: ServerProcess) -> None:
