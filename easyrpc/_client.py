@@ -277,7 +277,9 @@ class BlockingCall(_SettledOnce):
     def _deliver(self, value: Any, exc: BaseException | None) -> None:
         self._value, self._exc = value, exc
         self.delivered = True
-        if threading.get_ident() != self._owner:  # the caller reading its own reply is awake
+        # the caller reading its own reply is awake, unless it read it in a signal handler
+        # that interrupted its own wait (which the kernel resumes after the handler)
+        if threading.get_ident() != self._owner or self._waker._depth:
             self._waker.wake()
 
     def wait_settled(self, timeout: float | None) -> bool:

@@ -261,10 +261,10 @@ class FrameReader:
         return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
     def _poll_object(self) -> select.poll:
+        fd = self._sock.fileno()  # every time: a cached poller would watch a reused number
+        if fd < 0:  # closed by another thread: an OSError, as a recv would raise
+            raise OSError(errno.EBADF, "the socket is closed")
         if self._poller is None:
-            fd = self._sock.fileno()
-            if fd < 0:  # closed by another thread: an OSError, as a recv would raise
-                raise OSError(errno.EBADF, "the socket is closed")
             self._poller = select.poll()
             self._poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         return self._poller

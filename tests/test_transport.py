@@ -1036,7 +1036,11 @@ def test_a_frame_reader_on_a_socket_closed_underneath_raises_oserror() -> None:
     a, b = socket.socketpair()
     try:
         frames = FrameReader(a, busy=BusyPoll(0.001))
+        assert not frames.wait_readable(0)  # its poller now watches a's descriptor number
         a.close()
+        r, w = os.pipe()  # likely reuses that number
+        os.close(w)
+        os.close(r)
         with pytest.raises(OSError):
             frames.wait_readable(0)
         assert frames.busy is not None

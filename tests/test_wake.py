@@ -306,3 +306,28 @@ def test_a_blocking_call_survives_a_signal_handler_on_its_thread(serve: Any, ope
         signal.signal(signal.SIGUSR1, old)
     assert handled == (["inner"] if nested else [signal.SIGUSR1])
     assert results == [0.6] and engine.in_flight == 0
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
+@pytest.mark.timeout(20)
+def test_a_call_settled_by_a_signal_handler_on_its_own_thread_ends_the_wait() -> None:
+    """The handler may read the waiting call's reply on the same thread: it must wake it."""
+    from easyrpc._client import BlockingCall
+
+    call = BlockingCall(None)  # type: ignore[arg-type]
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: call.settle(42, None))
+    main = threading.get_ident()
+    native = threading.get_native_id()
+
+    def interrupt() -> None:
+        assert wait_for(lambda: _blocked(native))
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    t = threading.Thread(target=interrupt, name="test-signaller")
+    t.start()
+    try:
+        assert call.wait_settled(None)  # no limit: without the wake it sleeps for ever
+    finally:
+        t.join(5)
+        signal.signal(signal.SIGUSR1, old)
+    assert call.outcome() == 42
