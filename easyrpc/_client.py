@@ -926,6 +926,11 @@ class Engine:
                 return
         reader.start()
 
+    @property
+    def busy_polls(self) -> bool:
+        """True if a lone call polls for its reply (``busy_poll`` is not 0)."""
+        return self._busy is not None
+
     def poll_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """(easyrpc.aio, a callback on *loop*, which sent a lone call.) If that call is
         still the only one in flight, poll the socket for up to the busy-poll window and

@@ -189,7 +189,8 @@ class EasyRpcProxy(ProxyBase):
                         self._send_now(loop, [item])
                         # Once the tasks ready now have run (a gather's other calls among
                         # them), poll for the reply if this call is still alone in flight.
-                        loop.call_soon(engine.poll_in_loop, loop)
+                        if engine.busy_polls:
+                            loop.call_soon(engine.poll_in_loop, loop)
                 else:  # writing megabytes would stall the event loop: write on a helper thread
                     await _off_loop(lambda: engine.send_items((item,)), "send")
                     engine.read_in_loop(loop)
