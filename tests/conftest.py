@@ -198,6 +198,24 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
         time.sleep(interval)
 
 
+async def loop_reader(proxy: AioProxy, timeout: float = 5.0) -> Any:
+    """The running loop's reader of *proxy*, once it holds the reading role (bounded).
+
+    The reader thread hands the role to a loop only after it has settled the loop's
+    call, so the awaiting task can resume before the hand-over: make calls until the
+    loop has it, and fail if it never gets it within *timeout* s."""
+    from easyrpc._client import _LoopReader
+
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    while True:
+        role = proxy._engine._role
+        if isinstance(role, _LoopReader) and role.loop is loop and not role.revoked:
+            return role
+        assert time.monotonic() < deadline, f"the loop never got the reading role (it is {role!r})"
+        assert await proxy.echo(0) == 0
+
+
 class _SecretWatch(logging.Handler):
     """Sees every log record of the whole run, at every level, and notes any that shows the secret."""
 

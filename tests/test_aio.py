@@ -13,7 +13,7 @@ import pytest
 from easyrpc.aio import EasyRpcProxy
 
 from .apps import build_app
-from .conftest import SECRET, wait_for
+from .conftest import SECRET, loop_reader, wait_for
 
 
 @pytest.fixture
@@ -140,14 +140,11 @@ def _open_fds() -> int:
 
 def test_the_event_loop_reads_its_own_replies(server: Any) -> None:
     """While calls are in flight the loop holds the reading role; results stay matched to their calls."""
-    from easyrpc._client import _LoopReader
-
     async def main() -> None:
         async with await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
             for i in range(200):
                 assert await p.echo(i) == i
-            role = p._engine._role
-            assert isinstance(role, _LoopReader) and role.loop is asyncio.get_running_loop()
+            await loop_reader(p)
             assert await asyncio.gather(*(p.echo(i) for i in range(300))) == list(range(300))
 
     run(main())

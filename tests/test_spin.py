@@ -20,14 +20,13 @@ from dataclasses import dataclass
 import pytest
 
 from easyrpc import _spin
-from easyrpc._client import _LoopReader
 from easyrpc._spin import BusyPoll, busy_policy, check_window
 from easyrpc.aio import EasyRpcProxy as AioProxy
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
-from .conftest import SECRET, Served
+from .conftest import SECRET, Served, loop_reader
 from .faults import ServerProcess
 
 
@@ -298,9 +297,8 @@ def test_a_stale_readiness_never_blocks_the_event_loop(server_process: ServerPro
         proxy = await AioProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                                       busy_poll=0.01)
         try:
-            assert await proxy.echo(1) == 1  # the loop holds the reading role now
-            reader = proxy._engine._role
-            assert isinstance(reader, _LoopReader) and reader.loop is asyncio.get_running_loop()
+            assert await proxy.echo(1) == 1
+            reader = await loop_reader(proxy)  # the loop holds the reading role now
             reader.on_readable()  # nothing to read: returns at once
             for i in range(200):  # and calls go on, polled or not
                 assert await proxy.echo(i) == i
