@@ -608,11 +608,13 @@ class Engine:
                         pass
             _shutdown(ws)
         self._queue.put(_STOP)
-        role = self._role
+        with self._role_cond:
+            # Read under the lock: read_in_loop and the reader's hand-over give a loop the
+            # role under it too, and only while not closing, so no loop gets it after this.
+            role = self._role
+            self._role_cond.notify_all()
         if isinstance(role, _LoopReader):
             role.revoke()
-        with self._role_cond:
-            self._role_cond.notify_all()
         current = threading.current_thread()
         for thread in (self._reader, self._dispatcher):
             if thread is not None and thread is not current:
@@ -913,7 +915,7 @@ class Engine:
             role = self._role
             frames, ws = self._frames, self._ws
             if role is None and frames is not None and ws is not None and self._connected.is_set() \
-                    and not isinstance(ws.sock, ssl.SSLSocket):
+                    and not self._closing.is_set() and not isinstance(ws.sock, ssl.SSLSocket):
                 reader = self._role = _LoopReader(self, loop, ws, frames)
                 frames.incremental = True
             else:
@@ -939,10 +941,16 @@ class Engine:
         role = self._role
         if not isinstance(role, _LoopReader) or role.loop is not loop or role.revoked or len(self._pending) != 1:
             return
+        # Under the role's lock: once revoked, the reader thread polls the same descriptor
+        # (one poll object per connection, which two threads must not use at once).
+        if not role.lock.acquire(blocking=False):
+            return
         try:
-            readable = role.frames.busy_poll()
+            readable = not role.revoked and role.frames.busy_poll()
         except OSError:  # the socket was closed meanwhile: the connection's end is reported elsewhere
             return
+        finally:
+            role.lock.release()
         if readable:
             role.on_readable()
 
@@ -1104,7 +1112,7 @@ class Engine:
                 with self._role_cond:
                     self._role = None
                     loop, self._loop_wanted = self._loop_wanted, None
-                    if loop is not None and stepped_aside and not loop.is_closed():
+                    if loop is not None and stepped_aside and not loop.is_closed() and not self._closing.is_set():
                         handover = self._role = _LoopReader(self, loop, ws, frames)
                         frames.incremental = True
                     elif len(self._pending):  # sent while we stepped aside: read on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 import time
 from typing import Any
@@ -204,6 +205,69 @@ def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
     for _ in range(10):
         run(cycle())
     assert wait_for(lambda: _open_fds() <= before + 2, 5.0), (before, _open_fds())
+
+
+def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader thread hands the role to a waiting loop when it steps aside: if close()
+    began in between (and found the reader thread holding the role), no hand-over."""
+    from easyrpc._client import _READER, Engine, _LoopReader
+
+    held = threading.Event()
+    original = Engine._read_frames
+
+    def _close_joins() -> bool:
+        """Some thread is in Engine.close(), joining a thread."""
+        for frame in sys._current_frames().values():
+            f: Any = frame
+            while f is not None:
+                if f.f_code.co_name == "join" and f.f_back is not None and f.f_back.f_code is Engine.close.__code__:
+                    return True
+                f = f.f_back
+        return False
+
+    def read_frames(engine: Engine, ws: Any, frames: Any) -> Any:
+        reason = original(engine, ws, frames)
+        if reason is None and engine._loop_wanted is not None and not engine.in_flight:
+            # about to hand the role over, the loop's call answered
+            held.set()
+            # until close() has looked at the role and waits for this thread to end
+            assert wait_for(_close_joins, 10.0, 0.001)
+        return reason
+
+    monkeypatch.setattr(Engine, "_read_frames", read_frames)
+    late: list[_LoopReader] = []  # readers started on a loop after close() began
+    start = _LoopReader.start
+
+    def start_reader(reader: _LoopReader) -> None:
+        if reader.engine.closed:
+            late.append(reader)
+        start(reader)
+
+    monkeypatch.setattr(_LoopReader, "start", start_reader)
+
+    async def main() -> None:
+        p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
+        engine = p._engine
+        try:
+            for _ in range(50):  # bounded: the loop may take the role first; try again
+                role = engine._role
+                if isinstance(role, _LoopReader):
+                    role.revoke()
+                engine._want_reader()
+                # the reader thread holds the role: the loop's next call asks it for a hand-over
+                assert wait_for(lambda: engine._role is _READER, 5.0)
+                assert await p.echo(1) == 1
+                if held.is_set():
+                    break
+            assert held.is_set()
+        finally:
+            await p.close()
+        for _ in range(3):
+            await asyncio.sleep(0)  # a hand-over would have reached the loop by now
+        assert not late
+        assert not isinstance(engine._role, _LoopReader)
+
+    run(main())
 
 
 def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:

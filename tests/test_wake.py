@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import threading
 import time
@@ -46,8 +47,13 @@ def _blocked(native_id: int) -> bool:
 
 def test_a_stale_wake_only_makes_a_wait_look_again(make_waker: type[ThreadWaker]) -> None:
     waker = make_waker()
+    piped = waker._lock is None  # a pipe is written to only while its thread may sleep:
+    waker._sleeping = piped  # as if the thread had just stopped waiting for something
     waker.wake()
     waker.wake()  # wakes do not pile up
+    waker._sleeping = False
+    if piped:
+        assert select.select([waker._fd], [], [], 0)[0]  # the stale wakes are in the pipe
     t0 = time.monotonic()
     assert not waker.wait_for(Flag(), 0.05)  # it waits out its time
     assert time.monotonic() - t0 >= 0.04
