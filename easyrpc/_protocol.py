@@ -22,7 +22,7 @@ from .exceptions import ProtocolError, RemoteError, make_remote_error
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_ID", "PendingTable", "encode", "parse_client", "parse_server",
-    "error_to_wire", "error_from_wire",
+    "error_to_wire", "error_from_wire", "InvalidText",
 ]
 
 PROTOCOL_VERSION = 1
@@ -208,9 +208,15 @@ def error_from_wire(obj: Any) -> RemoteError:
 
 
 # --- parsing -----------------------------------------------------------------------------
+class InvalidText(ProtocolError):
+    """A message that is not UTF-8: in a text frame, the WebSocket close code 1007."""
+
+
 def load(data: bytes | str) -> dict[str, Any]:
     try:
-        obj = _codec.loads(data)
+        obj = _codec.loads(data)  # decodes the bytes: the one UTF-8 check a text frame gets
+    except UnicodeDecodeError as exc:
+        raise InvalidText(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise ProtocolError(f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):

@@ -709,6 +709,10 @@ class ServerConnection:
             msg = proto.parse_client(data)
             if not isinstance(msg, proto.Auth):
                 raise ProtocolError("expected an auth message")
+        except proto.InvalidText as exc:
+            self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
+            self.close(1007, "invalid UTF-8")
+            return False
         except ProtocolError as exc:
             return self._refuse("protocol", f"handshake failed: {exc}")
         try:
@@ -803,6 +807,10 @@ class ServerConnection:
         """The first message on an owned socket (the auth), None on a timeout or close."""
         frames = self._frames
         while True:
+            # Absolute from the upgrade: quiet ticks alone would let a peer that sends a
+            # byte or a ping now and then hold the socket (and a WSGI thread) for ever.
+            if time.monotonic() >= self._auth_deadline:
+                return None
             msg = frames.pop()
             if msg is None:
                 try:
@@ -989,6 +997,13 @@ class ServerConnection:
         try:
             obj = proto.load(data)
             msg = proto.parse_client_obj(obj)
+        except proto.InvalidText as exc:
+            if self._cipher is not None:  # the plaintext of a binary frame: our protocol's error
+                self._notice(f"invalid message: {exc}")
+                return
+            self.log.warning("connection %s: text frame %s; closed", self.cid, exc)
+            self.close(1007, "invalid UTF-8")
+            raise _Stop from None
         except ProtocolError as exc:
             rid = proto.request_id(obj)
             with self._lock:

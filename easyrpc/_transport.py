@@ -14,7 +14,10 @@ exactly frame by frame) easyrpc reads and writes the socket itself with this mod
   (The server's frames are unmasked: ``_frames.frame_header``.)
 
 The caller serialises writes (a send lock) and lets one thread read at a time. UTF-8 of
-text frames is checked by the JSON decoder, not here.
+text frames is checked where the text is decoded anyway (``_protocol.load`` raises
+``InvalidText``: the server closes with 1007, the client drops the connection), not in a
+second pass here. Close frames' bodies and the 64-bit length are checked here (RFC 6455
+§5.2, §5.5.1, §7.4): a :class:`FrameError` with code 1002.
 """
 
 from __future__ import annotations
@@ -150,6 +153,11 @@ def write_close(sock: socket.socket, code: int = 1000, reason: str = "") -> None
     write_frame(sock, OP_CLOSE, close_payload(code, reason))
 
 
+# close codes a peer may send (RFC 6455 §7.4.1 and the IANA registry; 3000-4999 too):
+# never 1004-1006 or 1015 (reserved, or only for reporting locally), nor 1016-2999
+_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
 class FrameError(ProtocolError):
     """A malformed or oversized frame; *code* is the WebSocket close code it calls for."""
 
@@ -201,6 +209,8 @@ class FrameReader:
                 return None
             fin, opcode, payload = frame
             if opcode >= 0x8:  # control frames may interleave with fragments
+                if opcode == OP_CLOSE:
+                    _check_close(payload)
                 return opcode, payload
             if opcode == OP_CONT:
                 if not self._fragments:
@@ -303,6 +313,8 @@ class FrameReader:
                 return None
             length = int.from_bytes(buf[pos + 2:pos + 10], "big")
             head = 10
+            if length >> 63:
+                raise FrameError("a 64-bit payload length with its most significant bit set")
         if self.max_message is not None and length > self.max_message:
             raise FrameError(f"a frame of {length} bytes exceeds the limit of {self.max_message}", 1009)
         key = b""
@@ -346,3 +358,18 @@ class FrameReader:
                 payload[pos:pos + len(piece)] = piece  # same length: the buffer stays put
                 pos += len(piece)
         return bool(b0 & 0x80), b0 & 0x0F, bytes(payload) if len(payload) < _BIG else payload  # type: ignore[return-value]
+
+
+def _check_close(payload: bytes) -> None:
+    """Raise :class:`FrameError` (1002) for a close frame's body a peer may not send."""
+    if not payload:
+        return  # no status: allowed
+    if len(payload) == 1:
+        raise FrameError("a close frame with a 1-byte body")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _CLOSE_CODES and not 3000 <= code <= 4999:
+        raise FrameError(f"close code {code} may not be sent by a peer")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("a close reason that is not UTF-8") from None

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
@@ -90,6 +91,23 @@ def _same_offer(old: dict[str, Registered], new: dict[str, Registered]) -> bool:
 
 def _origin_of(reg: Registered) -> str:
     return f"link {reg.link.url}" if reg.link is not None else f"namespace {reg.namespace}"
+
+
+def _without_extensions(view: Callable[..., Any]) -> Callable[..., Any]:
+    """*view* (flask-sock's upgrade) with the client's extension offers hidden from it.
+
+    simple-websocket accepts permessage-deflate whenever a client offers it (browsers
+    and the ``websockets`` library do), but easyrpc's frames are never compressed and
+    its reader refuses compressed ones: declined at the upgrade, the client sends plain
+    frames (RFC 6455 §9.1: a server may accept none of the offered extensions)."""
+    from flask import request
+
+    @functools.wraps(view)
+    def upgrade(*args: Any, **kwargs: Any) -> Any:
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return view(*args, **kwargs)
+
+    return upgrade
 
 
 class _LoopThread:
@@ -248,7 +266,9 @@ class EasyRpcServer:
             ServerConnection(self, ws).run()
 
         handler.__name__ = f"easyrpc_{self.path}"
-        Sock(app).route(self.path, endpoint=f"easyrpc:{self.path}")(handler)
+        endpoint = f"easyrpc:{self.path}"
+        Sock(app).route(self.path, endpoint=endpoint)(handler)
+        app.view_functions[endpoint] = _without_extensions(app.view_functions[endpoint])
         self.log.info("serving easyrpc on %s", self.path)
 
     # --- registration ------------------------------------------------------------------

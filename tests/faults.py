@@ -16,7 +16,8 @@ from typing import Any
 
 class Relay:
     """Forwards 127.0.0.1:<port> to a target port; ``cut()`` resets every connection
-    without a WebSocket close frame, ``stall()`` stops forwarding (a black hole)."""
+    without a WebSocket close frame, ``stall()`` stops forwarding (a black hole),
+    ``inject(data)`` sends bytes to the clients as if the server had sent them."""
 
     host = "127.0.0.1"
 
@@ -25,6 +26,7 @@ class Relay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
+        self.down_lock = threading.Lock()  # writes to the clients: relayed or injected, never mixed
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.stalled = threading.Event()
         self.stalled_down = threading.Event()  # only server -> client
@@ -67,7 +69,11 @@ class Relay:
                     data = s.recv(1 << 16)
                     if not data:
                         raise OSError("closed")
-                    (b if s is a else a).sendall(data)
+                    if s is a:
+                        b.sendall(data)
+                    else:
+                        with self.down_lock:
+                            a.sendall(data)
             except (OSError, ValueError):
                 break
         for s in socks:
@@ -87,6 +93,18 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def inject(self, data: bytes) -> None:
+        """Send *data* to every relayed client, between whole chunks from the server (a
+        frame boundary while the server is quiet)."""
+        with self.lock:
+            clients = [client for client, _ in self.pairs]
+        with self.down_lock:
+            for client in clients:
+                try:
+                    client.sendall(data)
+                except OSError:
+                    pass  # a connection that has ended
 
     def stall(self) -> None:
         self.stalled.set()

@@ -26,7 +26,8 @@ from easyrpc.proxy import EasyRpcProxy
 
 from .apps import build_app
 from .conftest import SECRET, Served, start_server, wait_for
-from .test_hostile import PeerClosed, mask_bytes, open_authed, recv_frame
+from .rawpeer import mask_bytes
+from .test_hostile import PeerClosed, open_authed, recv_frame
 
 PING_TOKEN = 987_654_321
 # Functions safe to call with arbitrary arguments (nothing that sleeps for a given time).

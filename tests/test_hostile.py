@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import select
 import socket
@@ -34,6 +33,7 @@ from easyrpc.proxy import EasyRpcProxy
 
 from .apps import build_app
 from .conftest import SECRET, Served, start_server, wait_for
+from .rawpeer import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawPeer, closed_code, frame, mask_bytes, masked_frame_header
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -182,16 +182,6 @@ def raw_echo(ws: websocket.WebSocket, call_id: int, value: Any = "still alive", 
         before.append(msg)
 
 
-def masked_frame_header(length: int, opcode: int = 0x1, fin: bool = True) -> tuple[bytes, bytes]:
-    """A client frame header declaring *length* payload bytes (64-bit form); returns (header, mask)."""
-    mask = os.urandom(4)
-    return bytes([(0x80 if fin else 0) | opcode, 0x80 | 127]) + struct.pack("!Q", length) + mask, mask
-
-
-def mask_bytes(data: bytes, mask: bytes, offset: int) -> bytes:
-    return bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
-
-
 class Hammer:
     """Calls ``echo`` on a healthy proxy in a loop on a test thread, recording any failure."""
 
@@ -275,6 +265,66 @@ def test_unauthenticated_socket_is_dropped_at_deadline_after_only_hello(
     assert frames == [], f"an unauthenticated peer received {frames!r}"
     assert 0.4 <= elapsed <= 3.0, elapsed
     assert served.rpc.connection_count == 0  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["owned", "fallback"])
+def preauth_server(request: pytest.FixtureRequest, serve: Any) -> Served:
+    """A server with a 0.5 s auth_timeout, on the owned read path, then on the fallback one
+    (``SOCK_SERVER_OPTIONS`` replaced after ``init_app``: simple-websocket's thread reads)."""
+    app, rpc, _ = build_app(auth_timeout=0.5)
+    if request.param == "fallback":
+        app.config["SOCK_SERVER_OPTIONS"] = {}
+    served: Served = serve(app, rpc)
+    served.rpc = rpc  # type: ignore[attr-defined]
+    return served
+
+
+def test_auth_deadline_holds_against_a_frame_dribbled_a_byte_at_a_time(preauth_server: Served) -> None:
+    """A pre-auth frame sent one byte every 0.2 s does not extend auth_timeout (0.5 s):
+    the socket is closed with 1008 about then, measured from the upgrade."""
+    start = time.monotonic()
+    with RawPeer(preauth_server.port) as peer:
+        assert peer.recv_json()["k"] == "hello"
+        slow = frame(OP_TEXT, b'{"k":"auth","token":"' + b"x" * 60 + b'"}')  # 15 s at this pace
+        sent = peer.dribble(slow, every=0.2)
+        closed = peer.closed_with(within=3.0)
+        elapsed = time.monotonic() - start
+    assert sent < len(slow), "the server never closed the dribbling socket"
+    assert closed.frames == [] and closed.code == 1008, closed
+    assert 0.4 <= elapsed <= 2.5, elapsed
+    assert preauth_server.rpc.connection_count == 0  # type: ignore[attr-defined]
+
+
+def test_auth_deadline_holds_against_pings_every_fifth_of_a_second(preauth_server: Served) -> None:
+    """Pings every 0.2 s (each answered with a pong) do not extend auth_timeout (0.5 s):
+    the socket is closed with 1008 about then, measured from the upgrade."""
+    start = time.monotonic()
+    with RawPeer(preauth_server.port) as peer:
+        assert peer.recv_json()["k"] == "hello"
+        pongs, code, next_ping = 0, None, time.monotonic()
+        while code is None:
+            now = time.monotonic()
+            if now - start > 4.0:
+                pytest.fail(f"still open after {now - start:.1f} s of pings ({pongs} pongs)")
+            if now >= next_ping:
+                if not peer.send_frame(OP_PING, b"still here"):
+                    break
+                next_ping += 0.2
+            try:
+                got = peer.recv_frame(max(0.001, next_ping - time.monotonic()))
+            except TimeoutError:
+                continue
+            except OSError:
+                break  # dropped without a close frame
+            if got.opcode == OP_CLOSE:
+                code = closed_code(got.payload)
+            else:
+                assert (got.opcode, got.payload) == (OP_PONG, b"still here"), got
+                pongs += 1
+        elapsed = time.monotonic() - start
+    assert code == 1008
+    assert 0.4 <= elapsed <= 2.5, elapsed
+    assert pongs >= 1
 
 
 def test_oversized_preauth_frame_closes_socket_without_revealing_functions(

@@ -54,12 +54,12 @@ from easyrpc.server import EasyRpcServer
 
 from .apps import Counter, build_app
 from .conftest import SECRET, Served, wait_for
+from .faults import Relay
+from .rawpeer import RawPeer, close_body, frame, mask_bytes, masked_frame_header
 from .test_hostile import (
     Hammer,
     PeerClosed,
     call_frame,
-    mask_bytes,
-    masked_frame_header,
     open_authed,
     raw_echo,
     read_until_closed,
@@ -99,23 +99,6 @@ class Worker:
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
-    """One frame built by hand (any flags, masked or not) for the parser to judge."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head = bytes((b0, bit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + mask_bytes(payload, key, 0)
 
 
 def next_message(reader: FrameReader) -> tuple[int, bytes]:
@@ -368,6 +351,22 @@ _BAD_FRAMES = [
                  + frame(OP_CONT, b"x" * 40), 1009, id="fragmented-total-over-max-message"),
     pytest.param(False, 100, frame(OP_TEXT, b"x" * 60, fin=False, masked=False) + frame(OP_CONT, b"x" * 41, masked=False),
                  1009, id="fragmented-server-total-over-max-message"),
+    # RFC 6455 §5.2: the 64-bit length's most significant bit must be 0 (whatever the limit)
+    pytest.param(True, None, frame(OP_TEXT, b"hi", declared=1 << 63), 1002, id="64-bit-length-msb-set"),
+    pytest.param(True, 100, frame(OP_TEXT, b"hi", declared=1 << 63), 1002, id="64-bit-length-msb-set-with-a-limit"),
+    pytest.param(False, None, frame(OP_BINARY, b"hi", masked=False, declared=2**64 - 1), 1002,
+                 id="64-bit-length-all-ones-server-frame"),
+    # §5.5.1, §7.4: a close body is empty or a code a peer may send, then a UTF-8 reason
+    *[pytest.param(True, None, frame(OP_CLOSE, close_body(code)), 1002, id=f"close-code-{code}")
+      for code in (1005, 1006, 1015, 999, 0, 1004, 1016, 2000, 2999, 5000, 65535)],
+    pytest.param(False, None, frame(OP_CLOSE, close_body(1005), masked=False), 1002, id="close-code-1005-server-frame"),
+    pytest.param(True, None, frame(OP_CLOSE, b"\x03"), 1002, id="close-body-of-1-byte"),
+    pytest.param(False, None, frame(OP_CLOSE, b"\x03", masked=False), 1002, id="close-body-of-1-byte-server-frame"),
+    pytest.param(True, None, frame(OP_CLOSE, close_body(1000, b"\xff\xfe")), 1002, id="close-reason-not-utf8"),
+    pytest.param(True, None, frame(OP_CLOSE, close_body(1000, "\u00e9".encode()[:1])), 1002,
+                 id="close-reason-truncated-utf8"),
+    pytest.param(False, None, frame(OP_CLOSE, close_body(1001, b"\xed\xa0\x80"), masked=False), 1002,
+                 id="close-reason-surrogate-server-frame"),
 ]
 
 
@@ -383,6 +382,20 @@ def test_bad_frame_raises_frame_error_with_its_close_code(
             assert next_message(reader)[0] in (OP_PING, OP_PONG)
     assert isinstance(info.value, ProtocolError)
     assert info.value.code == code, info.value
+
+
+_GOOD_CLOSES = [b"", *[close_body(code) for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                                       1013, 1014, 3000, 4999)],
+                close_body(1000, "done \u2713".encode()), close_body(4000, b"r" * 123)]
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["client-frame", "server-frame"])
+@pytest.mark.parametrize("body", _GOOD_CLOSES, ids=[f"{len(b)}B-{b[:2].hex()}" for b in _GOOD_CLOSES])
+def test_valid_close_frame_is_returned(pair: tuple[socket.socket, socket.socket], masked: bool, body: bytes) -> None:
+    """An empty close body, every code a peer may send and a UTF-8 reason pass the checks."""
+    rsock, wsock = pair
+    wsock.sendall(frame(OP_CLOSE, body, masked=masked))
+    assert next_message(FrameReader(rsock, masked=masked)) == (OP_CLOSE, body)
 
 
 @pytest.mark.parametrize("claimed", [101, 65_536, MiB, 2**62], ids=["101B", "64KiB", "1MiB", "2**62"])
@@ -678,6 +691,122 @@ def test_client_close_frame_is_answered_and_the_connection_ends(
     assert frames == []
     assert (closed.how, closed.code) == ("close frame", code)
     assert wait_for(lambda: target.rpc.connection_count == 0, 3)
+
+
+_BAD_CLOSES = [close_body(1005), close_body(1006), close_body(1015), close_body(999), close_body(2000), b"\x03",
+               close_body(1000, b"bye \xff")]
+
+
+@pytest.mark.parametrize("body", _BAD_CLOSES, ids=["1005", "1006", "1015", "999", "2000", "1-byte", "reason-not-utf8"])
+def test_invalid_close_frame_is_answered_with_1002(target: Target, body: bytes) -> None:
+    """A close frame whose body a peer may not send (reserved or local-only code, one byte,
+    a reason that is not UTF-8) is a protocol error: the server closes with 1002, not 1000."""
+    with RawPeer(target.served.port) as peer:
+        assert peer.authenticate(SECRET)["k"] == "welcome"
+        assert wait_for(lambda: target.rpc.connection_count == 1)
+        peer.send_frame(OP_CLOSE, body)
+        closed = peer.closed_with(within=3.0)
+    # wsproto (the fallback path's parser) calls a reason that is not UTF-8 invalid data
+    expected = {1002, 1007} if target.fallback and body.endswith(b"\xff") else {1002}
+    assert closed.frames == [] and closed.code in expected, closed
+    assert wait_for(lambda: target.rpc.connection_count == 0, 3)
+
+
+@pytest.mark.parametrize("authed", [False, True], ids=["before-auth", "after-auth"])
+def test_64_bit_length_with_its_top_bit_set_closes_with_1002(target: Target, authed: bool) -> None:
+    """A frame whose 64-bit length has its most significant bit set is refused at once
+    with 1002, before or after authentication (not 1009, not a wait for the payload)."""
+    with RawPeer(target.served.port) as peer:
+        if authed:
+            assert peer.authenticate(SECRET)["k"] == "welcome"
+        else:
+            assert peer.recv_json()["k"] == "hello"
+        peer.send(frame(OP_TEXT, call_frame(1, "echo", ["x"]).encode(), declared=(1 << 63) + 40))
+        closed = peer.closed_with(within=3.0)
+    assert (closed.frames, closed.code) == ([], 1002)
+
+
+_NOT_UTF8 = [
+    pytest.param(b'{"k":"call","i":1,"f":"echo","a":["\xff"],"kw":{}}', id="0xff"),
+    pytest.param(b'{"k":"call","i":1,"f":"echo","a":["\xed\xa0\x80"],"kw":{}}', id="encoded-surrogate"),
+    pytest.param(b'{"k":"call","i":1,"f":"echo","a":["\xc3"],"kw":{}}', id="truncated-sequence"),
+    pytest.param(b'{"k":"call","i":1,"f":"echo","a":["\xc0\xaf"],"kw":{}}', id="overlong"),
+]
+
+
+@pytest.mark.parametrize("payload", _NOT_UTF8)
+def test_text_frame_that_is_not_utf8_closes_with_1007(target: Target, payload: bytes) -> None:
+    """A text message that is not UTF-8 closes the connection with 1007 (RFC 6455 §8.1),
+    unanswered, instead of drawing a notice."""
+    with RawPeer(target.served.port) as peer:
+        assert peer.authenticate(SECRET)["k"] == "welcome"
+        peer.send_frame(OP_TEXT, payload[:20], fin=False)
+        peer.send_frame(OP_CONT, payload[20:])
+        closed = peer.closed_with(within=3.0)
+    assert (closed.frames, closed.code) == ([], 1007)
+    assert wait_for(lambda: target.rpc.connection_count == 0, 3)
+
+
+def test_auth_message_that_is_not_utf8_closes_with_1007(target: Target) -> None:
+    """Before authentication too, a text frame that is not UTF-8 closes with 1007."""
+    with RawPeer(target.served.port) as peer:
+        assert peer.recv_json()["k"] == "hello"
+        peer.send_frame(OP_TEXT, b'{"k":"auth","token":"\xff"}')
+        closed = peer.closed_with(within=3.0)
+    assert (closed.frames, closed.code) == ([], 1007)
+
+
+def test_character_split_across_fragments_is_valid_utf8(target: Target) -> None:
+    """UTF-8 is checked on the whole message: a character split between two fragments is fine."""
+    with RawPeer(target.served.port) as peer:
+        assert peer.authenticate(SECRET)["k"] == "welcome"
+        payload = '{"k":"call","i":3,"f":"echo","a":["caf\u00e9 \u2713"],"kw":{}}'.encode()  # not escaped
+        cut = payload.index("\u00e9".encode()) + 1  # inside the two bytes of the e-acute
+        peer.send_frame(OP_TEXT, payload[:cut], fin=False)
+        peer.send_frame(OP_CONT, payload[cut:])
+        assert peer.recv_json() == {"k": "ok", "i": 3, "v": "caf\u00e9 \u2713"}
+
+
+@pytest.mark.parametrize("offer", ["permessage-deflate; client_max_window_bits",
+                                   "permessage-deflate; client_no_context_takeover, permessage-deflate"])
+def test_permessage_deflate_offer_is_declined_and_the_client_works(target: Target, offer: str) -> None:
+    """A client offering permessage-deflate (browsers and ``websockets`` do) gets a 101
+    without the extension, so it sends plain frames, which are answered normally."""
+    with RawPeer(target.served.port, headers={"Sec-WebSocket-Extensions": offer}) as peer:
+        assert peer.status == 101
+        assert "permessage-deflate" not in peer.headers.get("sec-websocket-extensions", ""), peer.headers
+        assert peer.authenticate(SECRET)["k"] == "welcome"
+        peer.send_text(call_frame(1, "echo", ["plain frames"]))
+        assert peer.recv_json() == {"k": "ok", "i": 1, "v": "plain frames"}
+
+
+_BAD_SERVER_FRAMES = [
+    pytest.param(frame(OP_TEXT, b'{"k":"ok","i":1,"v":', masked=False, declared=1 << 63), id="64-bit-length-msb-set"),
+    pytest.param(frame(OP_CLOSE, close_body(1005), masked=False), id="close-code-1005"),
+    pytest.param(frame(OP_TEXT, b'{"k":"notice","msg":"\xff"}', masked=False), id="text-not-utf8"),
+]
+
+
+@pytest.mark.parametrize("bad", _BAD_SERVER_FRAMES)
+def test_bad_frame_from_the_server_fails_calls_in_flight_and_the_proxy_reconnects(
+        owned: Target, bad: bytes) -> None:
+    """A frame from the server that breaks RFC 6455 (injected by a relay while a call is in
+    flight) is a protocol error: the call fails with ConnectionLost at once, no hang, and
+    the proxy reconnects."""
+    relay = Relay(owned.served.port)
+    try:
+        with EasyRpcProxy.create(relay.host, relay.port, "/ws/test", server_secret=SECRET) as p:
+            fut = p.aslow.submit(30)
+            assert wait_for(lambda: owned.counter.count("aslow.start") == 1)  # the server is quiet now
+            injected = time.monotonic()
+            relay.inject(bad)
+            with pytest.raises(ConnectionLost):
+                fut.result(timeout=5)
+            assert time.monotonic() - injected < 2.0
+            assert wait_for(lambda: p.connected, timeout=10)
+            assert p.echo("back") == "back"
+    finally:
+        relay.close()
 
 
 # === D. Other flask-sock routes keep simple-websocket's thread ============================
