@@ -1,4 +1,4 @@
-"""Benchmark easyrpc against the original easyrpc, RPyC, Pyro5, xmlrpc and the bare transport.
+"""Benchmark easyrpc against the original easyrpc, RPyC, Pyro5, xmlrpc, gRPC and the bare transport.
 
     python benchmarks/run.py [--quick] [--runs N]
 

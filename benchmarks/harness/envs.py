@@ -23,12 +23,14 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "original": ("easyrpc==0.251", "fastapi==0.165.0", "uvicorn==0.54.0", "websockets==17.4", "aiohttp==3.14.5"),
     "rpyc": ("rpyc==6.0.2",),
     "pyro5": ("Pyro5==5.17",),
+    # the newest grpcio on PyPI when this was added; generic handlers, so no protobuf/codegen
+    "grpc": ("grpcio==1.85.3",),
     # matplotlib for the chart, py-spy for profile_seq.py: kept out of the runner's env.
     "tools": ("matplotlib==3.11.2", "py-spy==0.4.3"),
 }
 
 # The distribution whose version a venv reports for the results.
-MAIN_DIST = {"original": "easyrpc", "rpyc": "rpyc", "pyro5": "Pyro5", "tools": "matplotlib"}
+MAIN_DIST = {"original": "easyrpc", "rpyc": "rpyc", "pyro5": "Pyro5", "grpc": "grpcio", "tools": "matplotlib"}
 
 
 class EnvError(RuntimeError):

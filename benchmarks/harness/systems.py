@@ -43,6 +43,7 @@ SYSTEMS: tuple[System, ...] = (
     System("rpyc", "RPyC", "rpyc_bench.py", "rpyc", dist="rpyc"),
     System("pyro5", "Pyro5", "pyro5_bench.py", "pyro5", dist="Pyro5"),
     System("xmlrpc", "xmlrpc (stdlib)", "xmlrpc_bench.py", None),
+    System("grpc", "gRPC (sync, generic handlers, JSON)", "grpc_bench.py", "grpc", dist="grpcio"),
 )
 
 
