@@ -23,7 +23,8 @@ from .exceptions import EasyRpcError
 from .proxy import RemoteIterator
 
 if TYPE_CHECKING:
-    from ._server_conn import ServerConnection, _Call
+    from ._server.connection import ServerConnection
+    from ._server.tasks import CallTask
     from .server import EasyRpcServer
 
 __all__ = ["ServerLink"]
@@ -98,7 +99,7 @@ class ServerLink:
         self.server.set_forwarded(self, {})
 
     # --- relaying calls ----------------------------------------------------------------
-    def forward(self, conn: ServerConnection, msg: proto.Call, task: _Call) -> None:
+    def forward(self, conn: ServerConnection, msg: proto.Call, task: CallTask) -> None:
         """Relay a plain call; its reply (or error) is sent back when the origin answers."""
         fut = CallFuture(self.engine)
         task.future = fut  # cancelling the downstream call cancels the upstream one

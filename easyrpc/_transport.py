@@ -255,6 +255,28 @@ class FrameReader:
         if self.busy is not None:
             self.busy.mark()
 
+    def receive_ready(self) -> int:
+        """Receive what the socket has now, never blocking (for a reader woken by
+        readiness: the hub): the number of bytes received, 0 if none were ready.
+
+        Raises ``ConnectionError`` at EOF and ``OSError`` on socket errors. Call with
+        :attr:`incremental` set, so that a big frame is buffered as it arrives.
+        """
+        if self._pos:
+            self._buf, self._pos = (bytearray() if self._pos == len(self._buf) else self._buf[self._pos:]), 0
+        # in the middle of a big frame, bigger reads: fewer wake-ups for the same bytes
+        size = _RECV if len(self._buf) < _RECV else _BIG
+        try:
+            data = self._sock.recv(size, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        if not data:
+            raise ConnectionError("the peer closed the connection")
+        self._buf += data
+        if self.busy is not None:
+            self.busy.mark()
+        return len(data)
+
     def wait_readable(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for :meth:`fill` to have something to read."""
         if self._tls_pending():

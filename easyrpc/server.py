@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handshake import Secret
+from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
-from ._server_conn import CallPace, InlineWatch
+from ._server.tasks import CallPace
 from ._signature import describe_function, is_identifier
 from ._spin import DEFAULT_BUSY_POLL, check_window
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ._links import ServerLink
-    from ._server_conn import ServerConnection
+    from ._server.connection import ServerConnection
 
 __all__ = ["EasyRpcServer"]
 
@@ -240,7 +241,6 @@ class EasyRpcServer:
         self._max_workers = max_workers
         self._pool: WorkerPool | None = None
         self._loop = _LoopThread("easyrpc-server-loop")
-        self._inline_watch = InlineWatch("easyrpc-watchdog")  # its thread starts on first use
         self.app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -255,7 +255,8 @@ class EasyRpcServer:
         """
         from flask_sock import Sock
 
-        from ._server_conn import ServerConnection, install_socket_owner
+        from ._server.connection import ServerConnection
+        from ._server.owner import install_socket_owner
 
         if self.app is not None:
             raise RuntimeError(f"EasyRpcServer {self.path} is already attached to an app")
@@ -447,10 +448,6 @@ class EasyRpcServer:
                 self._pool = WorkerPool(self._max_workers)
             return self._pool
 
-    def inline_watch(self) -> InlineWatch:
-        """The watchdog of calls run by connections' reading threads."""
-        return self._inline_watch
-
     def event_loop(self) -> asyncio.AbstractEventLoop:
         """The event loop thread's loop, for ``async def`` functions (started on first use).
 
@@ -493,6 +490,14 @@ class EasyRpcServer:
         return sum(c.in_flight for c in conns)
 
     @property
+    def send_backlog(self) -> int:
+        """Bytes of replies queued to send, over every connection (a peer that does not
+        read makes its connection's backlog grow up to a bound, then waits)."""
+        with self._lock:
+            conns = list(self._connections)
+        return sum(c.send_backlog for c in conns)
+
+    @property
     def active_streams(self) -> int:
         """Generator streams whose server-side state is still held."""
         with self._lock:
@@ -528,5 +533,7 @@ class EasyRpcServer:
                 self.log.warning("%d worker threads still run functions after the grace period; "
                                  "they end when those functions return", busy)
         self._loop.close()
-        self._inline_watch.close()
+        for conn in conns:  # closed: each ends when its peer answers, or after the close wait
+            conn.wait_ended(max(0.0, deadline - time.monotonic()) + 2.0)
+        hub().join_if_idle(2.0)  # the hub's threads end with the process's last connection
         self.log.info("easyrpc server on %s closed", self.path)

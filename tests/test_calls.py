@@ -413,11 +413,11 @@ def test_on_the_main_thread_system_exit_goes_on_up() -> None:
     """Where a served function runs on the main thread (a WSGI server without threads),
     SystemExit and KeyboardInterrupt may be a signal's: only Exception is reported
     there (the caller still gets an InternalError answer), the rest propagates."""
-    from easyrpc import _server_conn
+    from easyrpc._server.tasks import function_errors
 
-    assert _server_conn._function_errors() is Exception  # pytest runs tests on the main thread
+    assert function_errors() is Exception  # pytest runs tests on the main thread
     seen: list[Any] = []
-    t = threading.Thread(target=lambda: seen.append(_server_conn._function_errors()), name="test-errors")
+    t = threading.Thread(target=lambda: seen.append(function_errors()), name="test-errors")
     t.start()
     t.join(5)
     assert seen == [(Exception, SystemExit, KeyboardInterrupt)]

@@ -1,11 +1,12 @@
-"""Calls the server's reading thread runs itself, and the relay that takes over reading.
+"""Calls the hub's leader runs itself, and the new leader that takes over the loop.
 
-A connection with nothing else in flight runs a plain call on its handler thread (no
-hand-off to a worker), and so does a call of a function whose recent runs were fast
-(CallPace), whatever else is in flight. These tests pin down what must still hold: a long call never
-keeps the connection's other messages waiting (the watchdog has the relay read), the
-connection's keepalive is answered meanwhile, a peer that leaves is noticed at once, and
-every thread involved is named and ends with the connection or the server.
+A connection with nothing else in flight runs a plain call on the hub's leader thread
+(no hand-off to a worker), and so does a call of a function whose recent runs were fast
+(CallPace), whatever else is in flight. These tests pin down what must still hold: a
+long call never keeps the connection's other messages (or any other connection) waiting
+(the watchdog makes a new thread the leader), the connection's keepalive is answered
+meanwhile, a peer that leaves is noticed at once, and every thread involved is named
+and ends with the connection or the server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from easyrpc import _server_conn, _transport
+from easyrpc import _transport
+from easyrpc._net import _inline
+from easyrpc._net.hub import hub
+from easyrpc._server import connection, tasks
 from easyrpc.exceptions import ConnectionLost
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import EasyRpcServer
@@ -67,7 +71,7 @@ def gated(serve: Callable[..., Served]) -> Iterator[tuple[Served, EasyRpcServer,
 
     @rpc.origin
     def slow_who() -> str:
-        time.sleep(2 * _server_conn._FAST_CALL)
+        time.sleep(2 * tasks.FAST_CALL)
         return threading.current_thread().name
 
     @rpc.origin
@@ -95,35 +99,35 @@ def _in_background(fn: Callable[[], Any]) -> Future[Any]:
 
 def _sequential(p: Any) -> None:
     """Make the connection's next plain call run inline: a streak of solo calls."""
-    for _ in range(_server_conn._SOLO_STREAK):
+    for _ in range(connection.SOLO_STREAK):
         p.who()
 
 
 def _hold_inline(p: Any, gate: Gate) -> Future[Any]:
-    """Start hold() so that it runs inline on the connection's thread; its future."""
+    """Start hold() so that it runs inline on the hub's leader; its future."""
     _sequential(p)
     held = _in_background(p.hold)
     assert gate.started.wait(5)
-    assert not gate.thread_name.startswith("easyrpc-worker")  # it runs inline
+    assert gate.thread_name.startswith("easyrpc-hub-")  # it runs inline
     return held
 
 
-def test_sequential_calls_run_on_the_connection_thread(gated: Any, open_proxy: Any) -> None:
+def test_sequential_calls_run_on_the_hubs_leader(gated: Any, open_proxy: Any) -> None:
     served, _, _ = gated
     p = open_proxy(served)
     names = [p.who() for _ in range(50)]
-    # the first calls of a streak go to the pool; from then on, the connection's thread
-    first = _server_conn._SOLO_STREAK - 1
+    # the first calls of a streak go to the pool; from then on, the hub's leader runs them
+    first = connection.SOLO_STREAK - 1
     assert all(n.startswith("easyrpc-worker") for n in names[:first]), names
-    assert not any(n.startswith("easyrpc-worker") for n in names[first:]), names
+    assert all(n.startswith("easyrpc-hub-") for n in names[first:]), names
 
 
 def test_a_call_arriving_during_a_long_inline_call_is_served(gated: Any, open_proxy: Any) -> None:
     served, _, gate = gated
     p = open_proxy(served)
     held = _hold_inline(p, gate)
-    # Without a relay reading meanwhile, this call would wait behind hold(), which waits
-    # for it: a deadlock the call's time limit turns into CallTimeout.
+    # Without a new leader reading meanwhile, this call would wait behind hold(), which
+    # waits for it: a deadlock the call's time limit turns into CallTimeout.
     ran_on = p.open_gate.with_timeout(5)()
     assert ran_on.startswith("easyrpc-worker")
     assert held.result(5) == "held"
@@ -147,12 +151,13 @@ def test_a_peer_leaving_during_a_long_inline_call_is_noticed_at_once(gated: Any)
     p.close()
     with pytest.raises(ConnectionLost):
         held.result(5)
-    # the relay reads the close while hold() still runs, and forgets the connection
+    # the new leader reads the close while hold() still runs, and forgets the connection
     assert wait_for(lambda: rpc.connection_count == 0 and rpc.active_calls == 0, timeout=3)
     assert not gate.release.is_set()
-    relays = [t for t in threading.enumerate() if t.name.startswith("easyrpc-relay")]
-    assert wait_for(lambda: not any(t.is_alive() for t in relays), timeout=3)
     gate.release.set()
+    # the old leader, its call done, retires; the new one ends with the last connection
+    assert wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("easyrpc-hub-")
+                                 and t.is_alive() and "watchdog" not in t.name], timeout=3)
 
 
 def test_server_close_during_a_long_inline_call(gated: Any) -> None:
@@ -165,7 +170,9 @@ def test_server_close_during_a_long_inline_call(gated: Any) -> None:
         assert time.monotonic() - start < 3
         with pytest.raises(ConnectionLost):
             held.result(5)
-        assert not any(t.name == "easyrpc-watchdog" and t.is_alive() for t in threading.enumerate())
+        # every hub thread ends but the one still inside hold() (as a worker would be)
+        assert wait_for(lambda: not any(t.name.startswith("easyrpc-hub") and t.is_alive()
+                                        and t.name != gate.thread_name for t in threading.enumerate()), timeout=3)
     finally:
         gate.release.set()
         p.close()
@@ -174,7 +181,7 @@ def test_server_close_during_a_long_inline_call(gated: Any) -> None:
 def test_the_watchdog_ticks_only_while_inline_calls_happen(gated: Any, open_proxy: Any) -> None:
     served, rpc, _ = gated
     p = open_proxy(served)
-    watch = rpc.inline_watch()
+    watch = hub().watch
     p.who()
     assert wait_for(lambda: watch.idle, timeout=3)  # then started again by the calls below
     start_ticks = watch.ticks
@@ -183,7 +190,7 @@ def test_the_watchdog_ticks_only_while_inline_calls_happen(gated: Any, open_prox
         p.who()
     elapsed = time.monotonic() - start
     # It sleeps at least _WATCH_MIN_SLEEP between looks (a spinning watchdog looks thousands of times).
-    assert watch.ticks - start_ticks <= elapsed / _server_conn._WATCH_MIN_SLEEP + 5
+    assert watch.ticks - start_ticks <= elapsed / _inline.WATCH_MIN_SLEEP + 5
     assert wait_for(lambda: watch.idle, timeout=3)
     asleep = watch.ticks
     time.sleep(0.2)  # nothing runs: the count must not move
@@ -202,28 +209,31 @@ def test_concurrent_calls_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
 
 
 
-def test_a_relay_that_cannot_start_leaves_the_connection_working(
+def test_a_leader_that_cannot_start_leaves_the_connection_working(
         gated: Any, open_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starting the relay fails once (as under thread exhaustion): the long call still
-    answers, the connection reads on afterwards, and the watchdog lives on."""
+    """Starting a new leader fails once (as under thread exhaustion): the long call still
+    answers, the old leader reads on afterwards, and the watchdog lives on."""
     served, rpc, gate = gated
     orig_start = threading.Thread.start
     failed = threading.Event()
 
     def start(self: threading.Thread) -> None:
-        if self.name.startswith("easyrpc-relay") and not failed.is_set():
+        if self.name.startswith("easyrpc-hub-") and not self.name.endswith("watchdog") \
+                and leading.is_set() and not failed.is_set():
             failed.set()
             raise RuntimeError("can't start new thread")
         orig_start(self)
 
+    leading = threading.Event()  # the hub's first leader is up (the proxy is connected)
     monkeypatch.setattr(threading.Thread, "start", start)
     p = open_proxy(served, reconnect=False)
+    leading.set()
     held = _hold_inline(p, gate)
-    assert failed.wait(5)  # the watchdog tried to start a relay
+    assert failed.wait(5)  # the watchdog tried to start a new leader
     gate.release.set()
     assert held.result(5) == "held"
-    assert p.who.with_timeout(3)()  # the handler thread reads again
-    # and a later long call gets its relay
+    assert p.who.with_timeout(3)()  # the old leader reads again
+    # and a later long call gets its new leader
     gate.started.clear()
     gate.release.clear()
     held = _hold_inline(p, gate)
@@ -240,7 +250,7 @@ class ReaderGuard:
         self.violations: list[str] = []
         self._lock = threading.Lock()
         self._inside: dict[int, int] = {}
-        for name in ("pop", "fill", "wait_readable"):
+        for name in ("pop", "fill", "receive_ready", "wait_readable"):
             orig = getattr(_transport.FrameReader, name)
             monkeypatch.setattr(_transport.FrameReader, name, self._wrap(orig, name))
 
@@ -264,7 +274,6 @@ class ReaderGuard:
                         del guard._inside[id(reader)]
 
         return wrapper
-
 
 
 
@@ -318,20 +327,21 @@ def _stress(p: EasyRpcProxy, seconds: float) -> None:
 def test_one_reader_at_a_time_under_takeovers_and_handbacks(
         serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch, encryption: bool) -> None:
     """Sequential calls around the 2 ms limit, concurrent calls and streams, keepalive every
-    0.2 s: many takeovers and handbacks, and never two threads in the reader at once."""
+    0.2 s: many new leaders, and never two threads in a connection's reader at once."""
     guard = ReaderGuard(monkeypatch)
     served, rpc = _stress_app(serve, encryption_enabled=encryption)
     p = EasyRpcProxy.create(served.host, served.port, "/ws/test", server_secret=SECRET,
                             ping_interval=0.2, ping_timeout=0.5, reconnect=False,
                             encryption_enabled=encryption)
     takeovers = [0]
-    orig_relay = _server_conn.ServerConnection._relay_run
+    orig_start = threading.Thread.start
 
-    def counted(self: Any) -> None:
-        takeovers[0] += 1
-        orig_relay(self)
+    def counted(self: threading.Thread) -> None:
+        if self.name.startswith("easyrpc-hub-") and not self.name.endswith("watchdog"):
+            takeovers[0] += 1
+        orig_start(self)
 
-    monkeypatch.setattr(_server_conn.ServerConnection, "_relay_run", counted)
+    monkeypatch.setattr(threading.Thread, "start", counted)
     try:
         _stress(p, 3.0)
     finally:
@@ -342,14 +352,14 @@ def test_one_reader_at_a_time_under_takeovers_and_handbacks(
 
 
 def test_call_pace_counts_fast_runs_and_forgives_one_slow_run() -> None:
-    pace = _server_conn.CallPace()
-    fast, slow = _server_conn._FAST_CALL / 10, _server_conn._FAST_CALL * 10
-    for _ in range(_server_conn._FAST_SCORE - 1):
+    pace = tasks.CallPace()
+    fast, slow = tasks.FAST_CALL / 10, tasks.FAST_CALL * 10
+    for _ in range(tasks.FAST_SCORE - 1):
         pace.record(fast)
     assert not pace.fast
     pace.record(fast)
     assert pace.fast
-    for _ in range(2 * _server_conn._FAST_CAP):
+    for _ in range(2 * tasks.FAST_CAP):
         pace.record(fast)
     pace.record(slow)  # one run held up (by the GIL, say) among fast ones
     assert pace.fast
@@ -358,10 +368,10 @@ def test_call_pace_counts_fast_runs_and_forgives_one_slow_run() -> None:
     assert pace.score >= 0
 
 
-def test_concurrent_calls_of_a_fast_function_run_on_the_connection_thread(gated: Any, open_proxy: Any) -> None:
+def test_concurrent_calls_of_a_fast_function_run_on_the_hubs_leader(gated: Any, open_proxy: Any) -> None:
     served, _, _ = gated
     p = open_proxy(served)
-    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
         p.who()  # fast runs: its pace says so
     names = [f.result(5) for f in [p.who.submit() for _ in range(64)]]
     assert not any(n.startswith("easyrpc-worker") for n in names), names
@@ -370,7 +380,7 @@ def test_concurrent_calls_of_a_fast_function_run_on_the_connection_thread(gated:
 def test_concurrent_calls_of_a_slow_function_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
     served, _, _ = gated
     p = open_proxy(served)
-    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
         p.slow_who()  # sequential: these may run inline, and their runs are slow
     names = [f.result(5) for f in [p.slow_who.submit() for _ in range(16)]]
     # The first may arrive alone, continuing the sequential streak, and run inline; the
@@ -381,13 +391,13 @@ def test_concurrent_calls_of_a_slow_function_go_to_the_pool(gated: Any, open_pro
 def test_a_fast_function_turning_slow_inline_holds_up_no_other_call(gated: Any, open_proxy: Any) -> None:
     served, _, gate = gated
     p = open_proxy(served)
-    for _ in range(_server_conn._FAST_SCORE + _server_conn._SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
         p.maybe_hold(False)
     others = [p.who.submit() for _ in range(4)]  # in flight: not a sequential streak
     held = p.maybe_hold.submit(True)
     assert gate.started.wait(5)
     assert not gate.thread_name.startswith("easyrpc-worker")  # its pace put it inline
-    # the watchdog hands reading to a relay: this call is served while hold() runs
+    # the watchdog gives the loop to a new leader: this call is served while hold() runs
     assert p.open_gate.with_timeout(5)().startswith("easyrpc-worker")
     assert held.result(5) == "held"
     assert all(f.result(5) for f in others)

@@ -1,0 +1,1 @@
+"""The server's connections: handshake, reading (through the hub), calls and streams."""

@@ -1,0 +1,563 @@
+"""One server-side connection: its messages, calls and streams, and how it ends.
+
+The Flask-Sock handler thread runs :meth:`ServerConnection.run`: it authenticates the
+peer (:mod:`.handshake`, reading the socket itself under the auth deadline), then hands
+the connection to the process's hub (:mod:`easyrpc._net.hub`), which reads it from then
+on alongside every other connection, and waits until the connection ends. Calls go to
+the worker pool (plain and generator functions) or the event loop thread (``async
+def``), or run on the spot on the hub's leader when that saves a hand-off: a sequential
+caller, or a function that has been fast (:class:`~.tasks.CallPace`).
+
+Two other readers remain, each for a reason. A TLS socket is read by its handler thread:
+a TLS record may arrive in pieces, and reading a partial one blocks, which must never
+happen to the hub. And when an application replaced flask-sock's ``SOCK_SERVER_OPTIONS``
+after ``init_app``, simple-websocket's thread reads and delivers messages through the
+inbox (:mod:`.owner`). Everything after the framing is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from simple_websocket import ConnectionClosed
+
+from .. import _protocol as proto
+from .._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload, frame_header
+from .._net.hub import Hub, hub
+from .._net.writer import QUEUE_LIMIT, FrameWriter
+from .._pool import PoolClosed
+from .._spin import BusyPoll
+from .._transport import OP_PING, OP_PONG, FrameError
+from ..exceptions import ProtocolError, SerializationError
+from .handshake import Handshake, Stop
+from .owner import SocketOwner
+from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
+
+if TYPE_CHECKING:
+    from ..server import EasyRpcServer
+
+__all__ = ["ServerConnection", "SOLO_STREAK"]
+
+CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
+SOLO_STREAK = 3  # calls in a row alone on their connection before they run on the spot
+_WAIT = 1.0  # the handler thread looks at its connection at least this often
+# close codes a peer may send that we echo back (RFC 6455 §7.4.1); others get 1000
+_ECHO_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
+
+
+class ServerConnection(Handshake):
+    """The server's side of one WebSocket connection."""
+
+    def __init__(self, server: EasyRpcServer, ws: Any) -> None:
+        super().__init__(server, ws)
+        self.owned = isinstance(getattr(ws, "thread", None), SocketOwner)
+        self._fd = self.sock.fileno()
+        self._hub: Hub | None = None
+        self._writer = FrameWriter(self.sock, nonblocking=self._on_hub, want_write=self._want_write,
+                                   on_error=self._write_failed)
+        self._read_paused = False  # replies pile up: the hub stops reading this connection
+        self._write_wanted = False
+        self._solo = 0  # calls in a row that were alone on this connection
+        self._lock = threading.Lock()  # the task table
+        self._idle = threading.Condition(self._lock)
+        self._tasks: dict[int, CallTask | StreamTask] = {}
+        self._ping_token = 0
+        self._ping_pending = False
+        self._last_seen = time.monotonic()
+        self._closed_at: float | None = None
+        self._done = threading.Event()  # reading is over: the handler thread tears down
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve this connection until it closes (runs on the Flask-Sock handler thread)."""
+        try:
+            if not self.handshake():
+                return
+            self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
+            try:
+                if not self.owned:
+                    self.release_early()
+                    self._watch()
+                elif isinstance(self.sock, ssl.SSLSocket):
+                    self._read_here()
+                else:
+                    self._serve_from_hub()
+            finally:
+                self._end()
+                self.server.remove_connection(self)
+                self._abandon_all()
+                self.log.info("connection %s closed", self.cid)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.server.remove_connection(self)  # also if the handshake failed after adding it
+            self.close(1000, "")
+            self._teardown()
+
+    def _wait_done(self) -> None:
+        # bounded: keepalive ends a connection whose peer went silent
+        while not self._done.wait(_WAIT):
+            pass
+
+    def _watch(self) -> None:
+        """Keepalive and close detection, on the handler thread, while the inbox reads."""
+        # A closing socket wakes us through CloseSignal at once; the tick paces keepalive
+        # and catches a close simple-websocket signals before marking it.
+        while not self._done.wait(self.server_tick) and self.ws.connected:
+            self.on_timer(time.monotonic())
+
+    def _serve_from_hub(self) -> None:
+        self._frames.incremental = True  # a big frame is buffered as it arrives
+        if self.sock.gettimeout() is not None:
+            self.sock.settimeout(None)  # our workers' sends block; the hub's never do
+        self._hub = hub()
+        self._hub.add(self)
+        self._wait_done()
+
+    def _teardown(self) -> None:
+        self._writer.close()
+        if not self.owned:
+            thread = getattr(self.ws, "thread", None)
+            if thread is not None:
+                thread.join(1.0)
+                if thread.is_alive():  # the peer never answered our close frame
+                    self._shutdown()
+                    thread.join(1.0)
+            return
+        # as simple-websocket's thread would: close the socket, after what is queued
+        self.ws.connected = False
+        try:
+            self.sock.settimeout(CLOSE_WAIT)  # a peer that reads nothing cannot hold us
+            self._writer.resume()  # what the hub left unsent (our close frame, say)
+        except OSError:
+            pass
+        self._writer.wait_idle(CLOSE_WAIT)  # a worker still writing fails fast once shut down
+        self._shutdown()
+        self._writer.wait_idle(CLOSE_WAIT)
+        self.sock.close()
+
+    def _shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # unblocks a send stuck on a silent peer
+        except OSError:
+            pass
+
+    def _end(self) -> None:
+        """Reading is over, whoever read: the handler thread may tear down (idempotent)."""
+        if self._hub is not None:
+            self._hub.remove(self)
+        self._done.set()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait up to *timeout* for the connection's reading to be over."""
+        return self._done.wait(timeout)
+
+    def peer_gone(self) -> None:
+        """(simple-websocket's thread.) The socket closed."""
+        self._done.set()
+
+    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
+        """Close the connection (idempotent); *bye* tells the proxy why, first (once it
+        has been welcomed: before that the proxy expects the welcome, and the close frame
+        alone tells it)."""
+        if bye is not None and self.welcomed:
+            self.send(proto.encode("bye", reason=bye))
+        if self.owned:
+            frame: Any = frame_header(OP_CLOSE, 2 + len(reason.encode()[:120])) + close_payload(code, reason)
+        else:
+            def frame(sock: socket.socket) -> None:  # simple-websocket writes it (its state)
+                try:
+                    self.ws.close(code, reason)
+                except OSError:
+                    raise
+                except Exception:  # noqa: BLE001 - closed already (ConnectionClosed, wsproto's state)
+                    pass
+        if not self._writer.send_last(frame):
+            return
+        self._closed_at = time.monotonic()
+        if not self.owned:
+            self._done.set()
+
+    def _kill(self) -> None:
+        """Drop the socket at once (keepalive expiry)."""
+        self._writer.close()
+        self._shutdown()
+        self._end()
+
+    # --- sending -----------------------------------------------------------------------
+    def send(self, payload: bytes) -> bool:
+        """Send one message whole, in order; False if the connection is closed."""
+        cipher = self.cipher
+        if cipher is not None:  # sealed in queue order: the counters stay in step
+            return self._writer.send(OP_BINARY, payload, cipher.seal)
+        return self._writer.send(OP_TEXT, payload)
+
+    def send_control(self, opcode: int, payload: bytes) -> None:
+        """Send one control frame (a pong), unless the connection is closed."""
+        self._writer.send(opcode, payload)
+
+    def failure(self, call_id: int, exc: BaseException) -> bytes:
+        return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
+
+    def _on_hub(self) -> bool:
+        """True on the hub's leader: it must never block on this socket."""
+        return self._hub is not None and self._hub.is_leader()
+
+    def _want_write(self, wanted: bool) -> None:
+        self._write_wanted = wanted
+        self._set_interest()
+
+    def _set_interest(self) -> None:
+        if self._hub is not None:
+            self._hub.interest(self, read=not self._read_paused, write=self._write_wanted)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
+        self._end()
+
+    # --- the hub's peer ----------------------------------------------------------------
+    @property
+    def tick(self) -> float:
+        return self.server_tick
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def busy_poll(self) -> BusyPoll | None:
+        """Its busy-poll policy while no call runs (a sequential caller's next call is due)."""
+        return None if self._tasks else self._frames.busy
+
+    def on_readable(self) -> None:
+        if self._done.is_set() or self._backed_up():
+            return
+        try:
+            if not self._frames.receive_ready():
+                return
+        except OSError:  # the peer is gone (ConnectionError at EOF)
+            self._end()
+            return
+        self.alive()
+        self.on_buffered()
+
+    def on_buffered(self) -> None:
+        try:
+            while not self._done.is_set() and not self._backed_up():
+                msg = self._frames.pop()
+                if msg is None:
+                    return
+                if not self._on_message(*msg):
+                    self._end()
+                    return
+        except FrameError as exc:
+            self.log.warning("connection %s: %s; closed", self.cid, exc)
+            self.close(exc.code, "bad frame")
+            self._end()
+        except (OSError, Stop):
+            self._end()
+
+    def _backed_up(self) -> bool:
+        """A peer that sends but does not read: while its replies pile up, the hub reads
+        no more of its requests (they wait in the socket); the timer resumes reading."""
+        if self._writer.backlog() < QUEUE_LIMIT:
+            return False
+        if not self._read_paused:
+            self._read_paused = True
+            self._set_interest()
+        return True
+
+    def on_writable(self) -> None:
+        self._writer.resume()
+
+    def on_timer(self, now: float) -> None:
+        if self._done.is_set():
+            return
+        if self._read_paused and self._writer.backlog() < QUEUE_LIMIT:
+            self._read_paused = False
+            self._set_interest()
+            if self._hub is not None:
+                self._hub.pend(self)  # what was received meanwhile waits in the buffer
+        if self._closed_at is not None:
+            if now - self._closed_at >= CLOSE_WAIT:
+                self._end()  # the peer never answered our close frame
+        elif not self._keepalive(now):
+            self._end()
+
+    # --- reading on the handler thread (TLS) -------------------------------------------
+    def _read_here(self) -> None:
+        """Read and handle frames on this thread until the connection ends."""
+        frames = self._frames
+        try:
+            while not self._done.is_set():
+                msg = frames.pop()
+                if msg is None:
+                    if not self._tasks:  # nothing running: a sequential caller's next call is due
+                        frames.busy_poll()
+                    frames.fill()  # its ticks run on_tick
+                    self.alive()
+                elif not self._on_message(*msg):
+                    return
+        except FrameError as exc:
+            self.log.warning("connection %s: %s; closed", self.cid, exc)
+            self.close(exc.code, "bad frame")
+        except (OSError, Stop):
+            pass  # the peer is gone, or we dropped it
+
+    def on_tick(self) -> None:
+        """The socket read by this thread was quiet for a tick: deadlines and keepalive."""
+        if not self.welcomed:
+            super().on_tick()  # the auth deadline
+            return
+        self.on_timer(time.monotonic())
+        if self._done.is_set():
+            raise Stop
+
+    # --- messages ----------------------------------------------------------------------
+    def alive(self) -> None:
+        """Bytes arrived: the peer is alive, whatever it is sending."""
+        self._last_seen = time.monotonic()
+        self._ping_pending = False
+
+    def _keepalive(self, now: float) -> bool:
+        """Ping a quiet peer, drop a silent one; False once dropped."""
+        server = self.server
+        silent = now - self._last_seen
+        if silent >= server.ping_interval + server.ping_timeout:
+            self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
+            self._kill()
+            return False
+        if silent >= server.ping_interval and not self._ping_pending:
+            self._ping_pending = True
+            self._ping_token += 1
+            self.send(proto.encode("ping", t=self._ping_token))
+        return True
+
+    def _on_message(self, opcode: int, data: bytes) -> bool:
+        """Handle one frame read from the owned socket; False once the connection ends."""
+        if self._closed_at is not None and time.monotonic() - self._closed_at >= CLOSE_WAIT:
+            return False  # a peer that keeps talking after our close frame
+        if opcode == OP_PING:
+            self.send_control(OP_PONG, data)
+        elif opcode == OP_CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1000
+            self.close(code if code in _ECHO_CODES or 3000 <= code <= 4999 else 1000, "")
+            return False
+        elif opcode != OP_PONG:
+            return self.handle_message(data, opcode == OP_BINARY)
+        return True
+
+    def handle_message(self, data: bytes | str, binary: bool) -> bool:
+        """Handle one message; False once the connection must end."""
+        try:
+            self._on_frame(data, binary)
+        except Stop:
+            self._done.set()
+            return False
+        except Exception:  # noqa: BLE001 - a bug handling one message must not end the connection
+            self.log.exception("connection %s: failed to handle a message", self.cid)
+        return True
+
+    def _on_frame(self, data: bytes | str, binary: bool) -> None:
+        plain = self.open_frame(data, binary)
+        if plain is None:
+            return
+        obj: Any = None
+        try:
+            obj = proto.load(plain)
+            msg = proto.parse_client_obj(obj)
+        except ProtocolError as exc:
+            rid = proto.request_id(obj)
+            with self._lock:
+                known = rid is not None and rid in self._tasks
+            if rid is not None and not known and isinstance(obj, dict) and obj.get("k") == "call":
+                self.send(proto.encode_failure(rid, proto.error_wire("ProtocolError", f"invalid request: {exc}")))
+            else:
+                self.notice(f"invalid message: {exc}")
+            return
+        if isinstance(msg, proto.Call):
+            self._start_call(msg)
+        elif isinstance(msg, proto.Cancel):
+            self._cancel(msg.id)
+        elif isinstance(msg, proto.Credit):
+            with self._lock:
+                task = self._tasks.get(msg.id)
+            if isinstance(task, StreamTask):
+                task.add_credit(msg.n)
+        elif isinstance(msg, proto.Ping):
+            self.send(proto.encode("pong", t=msg.token))
+        elif not isinstance(msg, proto.Pong):
+            self.notice("already authenticated")
+
+    def notice(self, message: str) -> None:
+        self.log.warning("connection %s: %s", self.cid, message)
+        self.send(proto.encode("notice", msg=message))
+
+    # --- calls -------------------------------------------------------------------------
+    def _start_call(self, msg: proto.Call) -> None:
+        server = self.server
+        reg = server.functions_for(self.namespace).get(msg.fn)
+        task: CallTask | StreamTask
+        with self._lock:
+            if msg.id in self._tasks:
+                duplicate = True
+            else:
+                duplicate = False
+                busy = len(self._tasks) >= server.max_in_flight
+                if reg is not None and not busy:
+                    task = CallTask() if reg.kind in ("sync", "async", "builtin", "remote") else StreamTask(
+                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max))
+                    self._tasks[msg.id] = task
+        if duplicate:
+            self.notice(f"request id {msg.id} is already in flight; call ignored")
+            return
+        if busy:
+            self.send(proto.encode_failure(msg.id, proto.error_wire(
+                "ServerBusy", f"too many calls in flight on this connection (limit {server.max_in_flight})")))
+            return
+        if reg is None:
+            self.send(proto.encode_failure(msg.id, proto.error_wire(
+                "FunctionNotFound", f"no function named {msg.fn!r} in this namespace")))
+            return
+        try:
+            self._dispatch(msg, reg, task)
+        except PoolClosed:  # the server closed its pool and loop meanwhile
+            self.finish(msg.id, task, refused_at_shutdown(msg.id))
+
+    def _dispatch(self, msg: proto.Call, reg: Any, task: CallTask | StreamTask) -> None:
+        server = self.server
+        if reg.kind == "builtin":
+            self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
+        elif reg.kind == "sync":
+            assert isinstance(task, CallTask)
+            if self._may_inline(reg.pace):
+                assert self._hub is not None
+                if not self._frames.drained():
+                    self._hub.pend(self)  # should this thread lose the loop, the next leader reads on
+                self._hub.run_inline(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+            else:
+                server.executor().submit(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+        elif reg.kind == "remote":
+            assert isinstance(task, CallTask) and reg.link is not None
+            reg.link.forward(self, msg, task)
+        elif reg.kind == "async":
+            assert isinstance(task, CallTask)
+            loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
+            task.future = asyncio.run_coroutine_threadsafe(
+                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), loop)
+        else:
+            assert isinstance(task, StreamTask)
+            try:
+                task.gen = reg.func(*msg.args, **msg.kwargs)
+            except Exception as exc:  # noqa: BLE001 - binding errors go to the caller
+                self.finish(msg.id, task, self.failure(msg.id, exc))
+                return
+            task.start()
+
+    # A plain call read by the hub's leader runs right there when the connection is used
+    # sequentially (this call and the last SOLO_STREAK - 1 found nothing else in flight
+    # and nothing more received), or when its function has been fast (CallPace):
+    # concurrent calls of fast functions then cost no hand-off either. Other calls go to
+    # the pool. A call that runs long makes the watchdog give the loop to a new leader.
+    def _may_inline(self, pace: CallPace) -> bool:
+        if not self._on_hub():
+            return False
+        if len(self._tasks) != 1 or not self._frames.drained():
+            self._solo = 0
+        else:
+            self._solo += 1
+        return (pace.fast or self._solo >= SOLO_STREAK) and self._closed_at is None
+
+    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> bytes:
+        try:
+            return proto.encode_result(call_id, value)
+        except SerializationError as exc:
+            return proto.encode_failure(call_id, proto.error_wire(
+                "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
+
+    def _run_sync(self, call_id: int, task: CallTask, fn: Callable[..., Any], pace: CallPace,
+                  args: list[Any], kwargs: dict[str, Any]) -> None:
+        if task.cancelled:
+            return  # cancelled (or timed out) while it waited for a worker
+        payload: bytes | None = None
+        started = time.perf_counter()
+        try:
+            payload = self._result(call_id, fn, fn(*args, **kwargs))
+        except function_errors() as exc:  # the function's error goes to its caller
+            payload = self.failure(call_id, exc)
+        finally:
+            pace.record(time.perf_counter() - started)
+            if payload is None:  # SystemExit or the like: the caller still gets an answer
+                payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
+            self.finish(call_id, task, payload)
+
+    async def _run_async(
+        self, call_id: int, task: CallTask, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            payload = self._result(call_id, fn, await fn(*args, **kwargs))
+        except asyncio.CancelledError:
+            self.finish(call_id, task, None)
+            raise
+        except function_errors() as exc:  # the function's error goes to its caller
+            payload = self.failure(call_id, exc)
+        await asyncio.wrap_future(self.server.executor().run(self.finish, call_id, task, payload))
+
+    def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
+        """A call or stream ended: forget it and send its last message, if still wanted."""
+        with self._lock:
+            if self._tasks.get(call_id) is not task:
+                return  # cancelled meanwhile: nobody waits for this reply
+            del self._tasks[call_id]
+            if not self._tasks:
+                self._idle.notify_all()
+        if payload is not None:
+            self.send(payload)
+
+    def _cancel(self, call_id: int) -> None:
+        with self._lock:
+            task = self._tasks.get(call_id)
+            if isinstance(task, CallTask):
+                del self._tasks[call_id]
+                if not self._tasks:
+                    self._idle.notify_all()
+        if task is not None:
+            task.cancel()
+
+    def _abandon_all(self) -> None:
+        """The peer is gone: cancel what can be cancelled, close every generator."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+            self._tasks = {k: v for k, v in self._tasks.items() if isinstance(v, StreamTask)}
+            if not self._tasks:
+                self._idle.notify_all()
+        for task in tasks:
+            task.cancel()
+
+    # --- introspection and shutdown ----------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._tasks)
+
+    @property
+    def send_backlog(self) -> int:
+        return self._writer.backlog()
+
+    @property
+    def stream_count(self) -> int:
+        with self._lock:
+            return sum(1 for t in self._tasks.values() if isinstance(t, StreamTask))
+
+    def drain(self, deadline: float) -> None:
+        """Wait (until *deadline*, monotonic) for calls in flight to finish."""
+        with self._idle:
+            while self._tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._idle.wait(remaining)
