@@ -173,9 +173,11 @@ class _Stream:
     only while it has credit: an idle stream holds no worker thread.
     """
 
-    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int) -> None:
+    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int,
+                 name: str = "?") -> None:
         self.conn = conn
         self.id = call_id
+        self.name = name  # the function's, for error messages
         self.gen = gen
         self.is_async = is_async
         self.credit = credit
@@ -304,7 +306,7 @@ class _Stream:
             return proto.encode_item(self.id, item)
         except SerializationError as exc:
             raise _ItemError(proto.encode_failure(
-                self.id, proto.error_wire("SerializationError", f"a stream item cannot be sent: {exc}"))) from None
+                self.id, proto.error_wire("SerializationError", f"an item of {self.name} cannot be sent: {exc}"))) from None
 
 
 class _ItemError(Exception):
@@ -1031,7 +1033,7 @@ class ServerConnection:
                 busy = len(self._tasks) >= server.max_in_flight
                 if reg is not None and not busy:
                     task = _Call() if reg.kind in ("sync", "async", "builtin", "remote") else _Stream(
-                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max))
+                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max), msg.fn)
                     self._tasks[msg.id] = task
         if duplicate:
             self._notice(f"request id {msg.id} is already in flight; call ignored")
