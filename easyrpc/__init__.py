@@ -13,6 +13,7 @@ from .exceptions import (
     FunctionNotFound,
     ProtocolError,
     RemoteError,
+    RemoteSerializationError,
     SerializationError,
     ServerBusy,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "FunctionNotFound",
     "ProtocolError",
     "RemoteError",
+    "RemoteSerializationError",
     "SerializationError",
     "ServerBusy",
     "__version__",

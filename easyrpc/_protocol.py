@@ -12,13 +12,14 @@ websocket or asyncio code.
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Union
 
 from . import _codec
-from .exceptions import ProtocolError, RemoteError, make_remote_error
+from .exceptions import ProtocolError, RemoteError, make_remote_error, os_error_details
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_ID", "PendingTable", "encode", "parse_client", "parse_server",
@@ -151,24 +152,28 @@ def encode_call(
         msg["w"] = window
     if timeout is not None:
         msg["t"] = timeout
-    return _codec.dumps(msg)
+    # kwargs' own keys are parameter names (str): only a non-empty one needs a look
+    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args)
 
 
 def encode_result(call_id: int, value: Any) -> bytes:
-    return _codec.dumps({"k": "ok", "i": call_id, "v": value})
+    return _codec.dumps({"k": "ok", "i": call_id, "v": value}, keys_in=value)
 
 
 def encode_item(call_id: int, value: Any) -> bytes:
-    return _codec.dumps({"k": "item", "i": call_id, "v": value})
+    return _codec.dumps({"k": "item", "i": call_id, "v": value}, keys_in=value)
 
 
-def encode_failure(call_id: int, error: dict[str, str]) -> bytes:
-    return _codec.dumps({"k": "err", "i": call_id, "e": error})
+def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
+    return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None)
 
 
 # --- errors ------------------------------------------------------------------------------
-def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, str]:
-    """Describe an exception raised by a served function (a forwarded one passes through)."""
+def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
+    """Describe an exception raised by a served function (a forwarded one passes through).
+
+    An ``OSError`` also carries its ``errno``, ``strerror`` and file names under ``os``.
+    """
     passed = error_passthrough(exc)
     if passed is not None:
         return passed
@@ -182,7 +187,24 @@ def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[st
         message = str(exc)
     except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the error
         message = f"<str() failed: {type(str_exc).__name__}>"
-    return {"type": name, "message": message, "traceback": tb}
+    return _with_os_details({"type": name, "message": message, "traceback": tb}, exc)
+
+
+def _with_os_details(wire: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    details = os_error_details(exc)
+    if details:
+        for key in ("filename", "filename2"):  # any object: keep what JSON carries as itself
+            value = details.get(key)
+            if isinstance(value, (bytes, bytearray)):
+                details[key] = os.fsdecode(bytes(value))
+            elif value is not None and type(value) not in (str, int):
+                details[key] = str(value)
+        if type(details.get("errno")) is not int:
+            details.pop("errno", None)
+        if not isinstance(details.get("strerror"), str):
+            details.pop("strerror", None)
+        wire["os"] = details
+    return wire
 
 
 def error_wire(remote_type: str, message: str) -> dict[str, str]:
@@ -190,10 +212,11 @@ def error_wire(remote_type: str, message: str) -> dict[str, str]:
     return {"type": remote_type, "message": message, "traceback": ""}
 
 
-def error_passthrough(exc: BaseException) -> dict[str, str] | None:
+def error_passthrough(exc: BaseException) -> dict[str, Any] | None:
     """The description of an error that came from another server (forwarded calls)."""
     if isinstance(exc, RemoteError):
-        return {"type": exc.remote_type, "message": exc.remote_message, "traceback": exc.remote_traceback}
+        return _with_os_details(
+            {"type": exc.remote_type, "message": exc.remote_message, "traceback": exc.remote_traceback}, exc)
     return None
 
 
@@ -204,7 +227,15 @@ def error_from_wire(obj: Any) -> RemoteError:
     rtype, message, tb = obj.get("type"), obj.get("message", ""), obj.get("traceback", "")
     if not isinstance(rtype, str) or not isinstance(message, str) or not isinstance(tb, str):
         raise ProtocolError("error description has wrong field types")
-    return make_remote_error(rtype[:MAX_FN_NAME], message, tb)
+    details = obj.get("os")
+    if details is not None and not (
+        isinstance(details, dict)
+        and type(details.get("errno", 0)) in (int, type(None))
+        and isinstance(details.get("strerror", ""), str)
+        and all(type(details.get(k, "")) in (str, int) for k in ("filename", "filename2"))
+    ):
+        raise ProtocolError("error description has a malformed 'os' field")
+    return make_remote_error(rtype[:MAX_FN_NAME], message, tb, details)
 
 
 # --- parsing -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ ever compiled or evaluated), so arguments bind exactly as for a local call and
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -15,11 +16,47 @@ from typing import Any
 from makefun import create_function
 
 from ._client import Engine
-from ._signature import FunctionSpec
+from ._signature import FunctionSpec, wire_arguments
 
 __all__ = ["ProxyBase", "FunctionMap", "make_function"]
 
 MODULE = "easyrpc.remote"
+
+
+def _makefun_can_compile(spec: FunctionSpec) -> bool:
+    """False if a name would collide with the names makefun's generated code uses.
+
+    makefun's code calls the implementation as the global ``_func_impl_`` (a parameter
+    of that name shadows it; ``_func_`` is refused outright), refers to protected
+    defaults and hints as globals ``DEFAULT_<param>``, ``HINT_<param>`` and
+    ``RETURNHINT``, and deletes the function's and each parameter's name from those
+    globals before it compiles.
+    """
+    for name in (spec.name, *spec.call_signature.parameters):
+        if name in _MAKEFUN_NAMES or name.startswith(_MAKEFUN_PREFIXES):
+            return False
+    return True
+
+
+_MAKEFUN_NAMES = frozenset({"_func_impl_", "_func_", "RETURNHINT"})
+_MAKEFUN_PREFIXES = ("DEFAULT_", "HINT_")
+
+
+def _binding_function(spec: FunctionSpec, impl: Callable[..., Any]) -> Callable[..., Any]:
+    """What makefun builds, without compiling anything: binds with ``spec.call_signature``
+    first (the local ``TypeError``), then calls *impl* with the wire's arguments."""
+    if inspect.iscoroutinefunction(impl):
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            wargs, wkwargs = wire_arguments(spec, args, kwargs)
+            return await impl(*wargs, **wkwargs)
+
+        return acall
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        wargs, wkwargs = wire_arguments(spec, args, kwargs)
+        return impl(*wargs, **wkwargs)
+
+    return call
 
 
 def make_function(spec: FunctionSpec, impl: Callable[..., Any], **attrs: Any) -> Callable[..., Any]:
@@ -27,11 +64,22 @@ def make_function(spec: FunctionSpec, impl: Callable[..., Any], **attrs: Any) ->
 
     makefun compiles only the call signature (validated identifiers, defaults replaced by
     one private sentinel); the displayed signature, with the server's text for defaults
-    and annotations, is attached as ``__signature__``.
+    and annotations, is attached as ``__signature__``. Where a name would collide with
+    makefun's own, a function that binds the arguments itself stands in: slower by one
+    ``Signature.bind``, and an async one raises its ``TypeError`` where it is awaited
+    (still before anything is sent), as it must stay an ``async def`` for
+    ``inspect.iscoroutinefunction``.
     """
-    fn: Callable[..., Any] = create_function(
-        spec.call_signature, impl, func_name=spec.name, qualname=spec.name,
-        doc=spec.doc, module_name=MODULE, add_source=False, add_impl=False)
+    fn: Callable[..., Any]
+    if _makefun_can_compile(spec):
+        fn = create_function(
+            spec.call_signature, impl, func_name=spec.name, qualname=spec.name,
+            doc=spec.doc, module_name=MODULE, add_source=False, add_impl=False)
+    else:
+        fn = _binding_function(spec, impl)
+        fn.__name__ = fn.__qualname__ = spec.name
+        fn.__doc__ = spec.doc
+        fn.__module__ = MODULE
     fn.__signature__ = spec.signature  # type: ignore[attr-defined]
     fn.__annotations__ = dict(spec.annotations)
     for key, value in attrs.items():

@@ -7,13 +7,14 @@ from a fixed set, and defaults and annotations stay text, shown through :class:`
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FunctionSpec", "Text", "describe_function", "spec_from_description", "is_identifier"]
+__all__ = ["FunctionSpec", "Text", "callable_kind", "describe_function", "spec_from_description", "is_identifier"]
 
 MAX_NAME = 200
 MAX_TEXT = 2000
@@ -63,7 +64,44 @@ def _annotation_text(annotation: Any) -> str | None:
         return None
     if isinstance(annotation, str):
         return annotation
-    return inspect.formatannotation(annotation)
+    try:
+        return inspect.formatannotation(annotation)
+    except Exception:  # noqa: BLE001 - a broken __repr__ is the annotation's, not a reason to refuse
+        return _no_repr(annotation)
+
+
+def _default_text(default: Any) -> str:
+    # Defaults are shown, never sent (the server applies its own): a default whose repr
+    # raises is no reason to refuse the function, so it shows as a placeholder.
+    try:
+        return repr(default)
+    except Exception:  # noqa: BLE001 - any error of user code in __repr__
+        return _no_repr(default)
+
+
+def _no_repr(value: Any) -> str:
+    return f"<{type(value).__qualname__} object (repr() failed)>"
+
+
+def callable_kind(func: Callable[..., Any]) -> str:
+    """``'sync'``, ``'async'``, ``'gen'`` or ``'agen'``: how calling *func* must be run.
+
+    Looks through ``functools.partial`` and, for an object with ``__call__``, at that
+    method, so an instance whose ``__call__`` is ``async def`` (or a generator) is
+    served as such.
+    """
+    target: Any = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not (inspect.isroutine(target) or isinstance(target, type)) and callable(target):
+        target = type(target).__call__
+    if inspect.isasyncgenfunction(target):
+        return "agen"
+    if inspect.isgeneratorfunction(target):
+        return "gen"
+    if inspect.iscoroutinefunction(target):
+        return "async"
+    return "sync"
 
 
 def _short(text: str, limit: int = MAX_TEXT) -> str:
@@ -77,20 +115,17 @@ def describe_function(func: Callable[..., Any], name: str, namespace: str) -> di
     for p in sig.parameters.values():
         entry: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
         if p.default is not inspect.Parameter.empty:
-            entry["default"] = _short(repr(p.default))
+            entry["default"] = _short(_default_text(p.default))
         ann = _annotation_text(p.annotation)
         if ann is not None:
             entry["annotation"] = _short(ann)
         params.append(entry)
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        kind = "generator"
-    else:
-        kind = "function"
+    run = callable_kind(func)
     desc: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "kind": kind,
-        "is_async": inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
+        "kind": "generator" if run in ("gen", "agen") else "function",
+        "is_async": run in ("async", "agen"),
         "doc": _short(inspect.getdoc(func) or "", MAX_DOC),
         "parameters": params,
     }

@@ -10,10 +10,16 @@
     ├── SerializationError (TypeError) a value JSON cannot carry
     └── RemoteError                    the function raised on the server
         ├── FunctionNotFound           no such function in this connection's namespace
-        └── ServerBusy                 the server refused the call (too many in flight)
+        ├── ServerBusy                 the server refused the call (too many in flight)
+        └── RemoteSerializationError (SerializationError)   a result JSON cannot carry
 
 A :class:`RemoteError` whose remote type is a builtin exception is also an instance of
-that builtin, so ``except KeyError:`` catches a ``KeyError`` raised on the server.
+that builtin, so ``except KeyError:`` catches a ``KeyError`` raised on the server; a
+remote ``OSError`` keeps its ``errno``, ``strerror`` and file names. Builtins that steer
+control flow are never mixed in: a remote ``StopIteration`` must not end the caller's
+loop or generator, nor ``StopAsyncIteration`` its ``async for`` (``SystemExit``,
+``KeyboardInterrupt`` and ``GeneratorExit`` are not ``Exception`` subclasses, so they
+never were).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ __all__ = [
     "FunctionNotFound",
     "ProtocolError",
     "RemoteError",
+    "RemoteSerializationError",
     "SerializationError",
     "ServerBusy",
 ]
@@ -80,7 +87,8 @@ class RemoteError(EasyRpcError):
         return f"{self.remote_type}: {self.remote_message}" if self.remote_message else self.remote_type
 
     def __reduce__(self) -> Any:
-        return (_rebuild_remote_error, (self.remote_type, self.remote_message, self.remote_traceback))
+        return (_rebuild_remote_error,
+                (self.remote_type, self.remote_message, self.remote_traceback, os_error_details(self)))
 
 
 class FunctionNotFound(RemoteError):
@@ -91,10 +99,22 @@ class ServerBusy(RemoteError):
     """The server refused the call because the connection has too many calls in flight."""
 
 
+class RemoteSerializationError(RemoteError, SerializationError):
+    """The server could not send a result or stream item: JSON cannot carry it.
+
+    Also a :class:`SerializationError` (so a ``TypeError``), as for an argument refused locally.
+    """
+
+
 _SPECIAL: dict[str, type[RemoteError]] = {
     "FunctionNotFound": FunctionNotFound,
     "ServerBusy": ServerBusy,
+    "SerializationError": RemoteSerializationError,
 }
+# Builtins whose meaning is control flow, not an error: raising one where the caller
+# catches it (a for loop, a generator, an async for) would end it silently or crash it.
+_NEVER_MIXED = frozenset({"StopIteration", "StopAsyncIteration", "BaseExceptionGroup", "ExceptionGroup"})
+_OS_FIELDS = ("errno", "strerror", "filename", "filename2")
 _mixins: dict[str, type[RemoteError]] = {}
 _mixins_lock = threading.Lock()
 
@@ -103,6 +123,8 @@ def _remote_class(remote_type: str) -> type[RemoteError]:
     special = _SPECIAL.get(remote_type)
     if special is not None:
         return special
+    if remote_type in _NEVER_MIXED:
+        return RemoteError
     builtin = getattr(builtins, remote_type, None) if remote_type.isidentifier() else None
     if not (isinstance(builtin, type) and issubclass(builtin, Exception)):
         return RemoteError
@@ -118,10 +140,30 @@ def _remote_class(remote_type: str) -> type[RemoteError]:
         return cls
 
 
-def make_remote_error(remote_type: str, remote_message: str, remote_traceback: str = "") -> RemoteError:
-    """Build the :class:`RemoteError` for a remote exception, mixing in its builtin type."""
-    return _remote_class(remote_type)(remote_type, remote_message, remote_traceback)
+def make_remote_error(
+    remote_type: str, remote_message: str, remote_traceback: str = "", os_details: dict[str, Any] | None = None
+) -> RemoteError:
+    """Build the :class:`RemoteError` for a remote exception, mixing in its builtin type.
+
+    *os_details* (``errno``, ``strerror``, ``filename``, ``filename2``) are set on an
+    ``OSError`` mix-in, as the remote ``OSError`` had them.
+    """
+    err = _remote_class(remote_type)(remote_type, remote_message, remote_traceback)
+    if os_details and isinstance(err, OSError):
+        for name in _OS_FIELDS:
+            if name in os_details:
+                setattr(err, name, os_details[name])
+    return err
 
 
-def _rebuild_remote_error(remote_type: str, remote_message: str, remote_traceback: str) -> RemoteError:
-    return make_remote_error(remote_type, remote_message, remote_traceback)
+def os_error_details(exc: BaseException) -> dict[str, Any] | None:
+    """An ``OSError``'s ``errno``, ``strerror`` and file names (those set), or None."""
+    if not isinstance(exc, OSError):
+        return None
+    return {name: value for name in _OS_FIELDS if (value := getattr(exc, name)) is not None}
+
+
+def _rebuild_remote_error(
+    remote_type: str, remote_message: str, remote_traceback: str, os_details: dict[str, Any] | None = None
+) -> RemoteError:
+    return make_remote_error(remote_type, remote_message, remote_traceback, os_details)

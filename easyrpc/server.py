@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
 from ._server.tasks import CallPace
-from ._signature import describe_function, is_identifier
+from ._signature import callable_kind, describe_function, is_identifier
 from ._spin import DEFAULT_BUSY_POLL, check_window
 
 if TYPE_CHECKING:
@@ -62,16 +61,6 @@ class Registered:
     description: dict[str, Any]
     link: ServerLink | None = None  # for functions forwarded from another server
     pace: CallPace = field(default_factory=CallPace, compare=False, repr=False)  # plain functions' run times
-
-
-def _kind_of(func: Callable[..., Any]) -> str:
-    if inspect.isasyncgenfunction(func):
-        return "agen"
-    if inspect.isgeneratorfunction(func):
-        return "gen"
-    if inspect.iscoroutinefunction(func):
-        return "async"
-    return "sync"
 
 
 def _relay_marker(*args: Any, **kwargs: Any) -> Any:
@@ -308,7 +297,7 @@ class EasyRpcServer:
             raise ValueError("namespace must be a non-empty string")
         desc = describe_function(func, name, namespace)
         desc["route"] = [self.server_id]
-        reg = Registered(name, namespace, func, _kind_of(func), desc)
+        reg = Registered(name, namespace, func, callable_kind(func), desc)
         with self._lock:
             if namespace in self._groups:
                 raise ValueError(f"{namespace!r} is a namespace group")

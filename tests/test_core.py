@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import json
 import pathlib
+import pickle
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ import easyrpc
 from easyrpc import _codec
 from easyrpc import _protocol as proto
 from easyrpc._handshake import Secret, new_nonce
-from easyrpc._signature import OMITTED, describe_function, spec_from_description, wire_arguments
+from easyrpc._signature import OMITTED, callable_kind, describe_function, spec_from_description, wire_arguments
 from easyrpc.exceptions import (
     AuthenticationError,
     ProtocolError,
@@ -113,6 +115,53 @@ def test_lone_surrogates_are_escaped_not_invalid_utf8() -> None:
     assert _codec.loads(data) == ["\ud800x"]
 
 
+@pytest.mark.parametrize("value", [
+    "\ud83d\ude00", "\U0001f600", "\ud83d\U0001f600\ude00", "x\udbff\udc00y\ud800", "\\ud83d\\ude00",
+    "\\\ud83d\ude00\"", {"\ud83d\ude00": ["\ud83d", "\ude00", "\ude00\ud83d"]},
+])
+def test_surrogate_code_points_round_trip_exactly(value: Any) -> None:
+    """Two surrogate code points stay two; a real astral character stays one."""
+    data = _codec.dumps(value)
+    data.decode("utf-8")  # valid UTF-8 on the wire, whatever the text holds
+    assert json.loads(data) is not None  # and still JSON any decoder reads
+    out = _codec.loads(data)
+    assert out == value
+    if isinstance(value, str):
+        assert len(out) == len(value)
+    deep: list[Any] = _nested(3000)
+    deep[0].append(value)
+    assert _codec.loads(_codec.dumps(deep))[0][1] == value
+
+
+def test_escaped_surrogate_pairs_from_other_encoders_still_join() -> None:
+    """Only easyrpc's marked messages keep escaped pairs apart: standard JSON reads as JSON says."""
+    assert _codec.loads(json.dumps(["\U0001f600"])) == ["\U0001f600"]
+    assert _codec.loads(b' {"a": "\\ud83d\\ude00"}\n') == {"a": "\U0001f600"}
+    assert _codec.loads(_codec.dumps(["\U0001f600", "\ud800"])) == ["\U0001f600", "\ud800"]
+    for bad in (b"", b"\t", b"[1] x", b"\t[1", b"{1:2}"):
+        with pytest.raises(ValueError):
+            _codec.loads(bad)
+
+
+@pytest.mark.parametrize("value", [
+    {1: "a", "1": "b"}, {True: 1, "true": 2}, {None: 1, "null": 2}, {1.5: 0, "1.5": 1},
+    [{"ok": 1}, {"x": {2: "a", "2": "b"}}], ({"t": ({0: 1, "0": 2},)},),
+])
+def test_dict_keys_that_collide_as_json_text_are_refused(value: Any) -> None:
+    with pytest.raises(SerializationError, match="JSON key"):
+        _codec.dumps(value)
+    deep: list[Any] = _nested(3000)
+    deep[0].append(value)
+    with pytest.raises(SerializationError, match="JSON key"):
+        _codec.dumps(deep)
+
+
+def test_non_str_keys_travel_as_their_json_text() -> None:
+    """int, float, bool and None keys arrive as JSON writes them, as before; no collision, no error."""
+    value = {1: "a", 2.5: "b", False: "c", None: "d", "x": {3: [{"4": 4}]}}
+    assert _codec.loads(_codec.dumps(value)) == {"1": "a", "2.5": "b", "false": "c", "null": "d", "x": {"3": [{"4": 4}]}}
+
+
 # --- envelopes ---------------------------------------------------------------------------
 def test_payload_never_collides_with_the_envelope() -> None:
     for value in ({"error": "x"}, {"k": "end", "i": 1}, "end", {"v": 1, "k": "err"}):
@@ -181,6 +230,47 @@ def test_errors_round_trip_with_builtin_mixins() -> None:
         proto.error_from_wire({"type": 5})
 
 
+def test_control_flow_builtins_are_never_mixed_in() -> None:
+    """A remote StopIteration must not end a local loop or generator (nor the others theirs)."""
+    for name in ("StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt", "SystemExit",
+                 "BaseExceptionGroup", "ExceptionGroup"):
+        err = make_remote_error(name, "m")
+        assert type(err) is RemoteError, name
+
+    def gen() -> Any:
+        yield 1
+        raise make_remote_error("StopIteration", "m")
+
+    with pytest.raises(RemoteError):
+        list(gen())
+
+
+def test_os_errors_keep_errno_strerror_and_filenames() -> None:
+    try:
+        open("/nonexistent/easyrpc-core-test")  # noqa: SIM115
+    except OSError as exc:
+        wire = proto.error_to_wire(exc)
+    err = proto.error_from_wire(json.loads(json.dumps(wire)))
+    assert isinstance(err, FileNotFoundError) and isinstance(err, RemoteError)
+    assert (err.errno, err.strerror, err.filename) == (2, "No such file or directory", "/nonexistent/easyrpc-core-test")
+    again = pickle.loads(pickle.dumps(err))
+    assert (type(again), again.errno, again.filename) == (type(err), 2, err.filename)
+    assert proto.error_passthrough(err) == wire  # forwarded by a chained server as it came
+    two = proto.error_from_wire(proto.error_to_wire(OSError(18, "cross", b"/a", None, 3)))
+    assert (two.errno, two.strerror, two.filename, two.filename2) == (18, "cross", "/a", 3)  # type: ignore[attr-defined]
+    plain = proto.error_from_wire(proto.error_to_wire(OSError("no errno")))
+    assert plain.errno is None and plain.strerror is None  # type: ignore[attr-defined]
+    for bad in ({"errno": "2"}, {"errno": True}, {"filename": [1]}, "x"):
+        with pytest.raises(ProtocolError):
+            proto.error_from_wire({"type": "OSError", "message": "m", "os": bad})
+
+
+def test_a_remote_serialization_error_is_a_serialization_error() -> None:
+    err = proto.error_from_wire(proto.error_wire("SerializationError", "the result of f cannot be sent"))
+    assert isinstance(err, SerializationError) and isinstance(err, TypeError) and isinstance(err, RemoteError)
+    assert isinstance(pickle.loads(pickle.dumps(err)), SerializationError)
+
+
 def test_error_hierarchy() -> None:
     assert issubclass(easyrpc.ConnectionLost, ConnectionError)
     assert issubclass(easyrpc.CallTimeout, TimeoutError)
@@ -241,6 +331,95 @@ def test_defaults_and_annotations_are_text_never_evaluated() -> None:
     fn = make_function(spec, lambda *a, **k: (a, k))
     assert fn() == ((), {"a": OMITTED}) or fn() == ((OMITTED,), {})
     assert str(inspect.signature(fn)) == f"(a: {payload} = {payload})"
+
+
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("broken")
+
+
+class _AsyncCall:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+class _AsyncGenCall:
+    async def __call__(self) -> Any:
+        yield 1
+
+
+class _GenCall:
+    def __call__(self) -> Any:
+        yield 1
+
+
+async def _coro(a: int, b: int) -> int:
+    return a + b
+
+
+def test_callable_kind_sees_through_partials_and_call_methods() -> None:
+    assert callable_kind(_AsyncCall()) == "async"
+    assert callable_kind(functools.partial(_coro, 1)) == "async"
+    assert callable_kind(functools.partial(functools.partial(_AsyncCall()), x=1)) == "async"
+    assert callable_kind(_AsyncGenCall()) == "agen"
+    assert callable_kind(_GenCall()) == "gen"
+    assert callable_kind(_AsyncCall().__call__) == "async"
+    assert callable_kind(sample) == "sync" and callable_kind(dict) == "sync" and callable_kind(len) == "sync"
+    desc = describe_function(_AsyncGenCall(), "g", "NS")
+    assert desc["kind"] == "generator" and desc["is_async"] is True
+    assert describe_function(_AsyncCall(), "c", "NS")["is_async"] is True
+
+
+def test_a_default_or_annotation_whose_repr_raises_is_shown_as_a_placeholder() -> None:
+    def f(a: _BrokenRepr() = _BrokenRepr()) -> None:  # type: ignore[valid-type]  # noqa: B008
+        pass
+
+    f.__annotations__["a"] = _BrokenRepr()  # PEP 563 made it text: put the object back
+    desc = describe_function(f, "f", "NS")
+    assert desc["parameters"][0]["default"] == "<_BrokenRepr object (repr() failed)>"
+    assert desc["parameters"][0]["annotation"] == "<_BrokenRepr object (repr() failed)>"
+    assert "repr() failed" in desc["signature"]
+
+
+@pytest.mark.parametrize(("params", "bad"), [
+    ("_func_impl_, DEFAULT_x=1, x=2", {"nope": 1}),
+    ("_func_, /, *RETURNHINT, **HINT_a", {"HINT_a": 1}),
+    ("a, DEFAULT_a=0", {"b": 1}),
+    ("DEFAULT_b=1, b=2", {"c": 1}),
+])
+@pytest.mark.parametrize("is_async", [False, True])
+def test_proxy_functions_allow_any_parameter_names(params: str, bad: dict[str, Any], is_async: bool) -> None:
+    """Names makefun's generated code uses (see its source) still bind like a local call
+    (for an async one, where it is awaited) and a call that does not bind reaches nothing."""
+    import asyncio
+
+    from easyrpc._proxy_base import make_function
+
+    namespace: dict[str, Any] = {}
+    exec(f"def origin({params}): pass", namespace)  # noqa: S102 - test input, not wire text
+    spec = spec_from_description(describe_function(namespace["origin"], "DEFAULT_f", "NS"))
+    seen: list[Any] = []
+
+    def impl(*args: Any, **kwargs: Any) -> Any:
+        seen.append(wire_arguments(spec, args, kwargs))
+        return "done"
+
+    async def aimpl(*args: Any, **kwargs: Any) -> Any:
+        return impl(*args, **kwargs)
+
+    fn = make_function(spec, aimpl if is_async else impl)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs)) if is_async else fn(*args, **kwargs)
+
+    assert fn.__name__ == "DEFAULT_f" and str(inspect.signature(fn)) == f"({params})"
+    assert inspect.iscoroutinefunction(fn) is is_async
+    first = next(iter(spec.call_signature.parameters))
+    assert call(1) == "done"
+    assert seen[0] in (([1], {}), ([], {first: 1}))
+    with pytest.raises(TypeError):
+        call(**bad)
+    assert len(seen) == 1  # nothing reached the implementation
 
 
 # --- handshake ---------------------------------------------------------------------------
