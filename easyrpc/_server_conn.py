@@ -489,6 +489,7 @@ class ServerConnection:
         self._ping_token = 0
         self._ping_pending = False
         self._last_seen = time.monotonic()
+        self._last_sent = self._last_ping = self._last_seen  # when our last write ended; our last ping
         self._stop = threading.Event()
         self._inbox_lock = threading.Lock()
         self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
@@ -664,6 +665,7 @@ class ServerConnection:
                     return ok
             try:
                 write_items(self.sock, items, _SMALL_FRAME)
+                self._last_sent = time.monotonic()
             except OSError as exc:
                 if ok:
                     self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
@@ -772,16 +774,26 @@ class ServerConnection:
 
     # --- reading -----------------------------------------------------------------------
     def _keepalive(self) -> bool:
-        """Ping a quiet peer, drop a silent one; False once dropped."""
+        """Ping a quiet peer, drop a silent one; False once dropped.
+
+        Only silence counts: any byte received is a sign of life, a big message still
+        arriving included (its sender's pong would wait behind it). We also ping when we
+        have sent nothing for ``ping_interval``, so a peer sending us a big message hears
+        from us while its own ping waits behind that message. (On the simple-websocket path only whole
+        messages are seen.)
+        """
         server = self.server
-        silent = time.monotonic() - self._last_seen
+        now = time.monotonic()
+        silent = now - max(self._last_seen, self._frames.last_recv)
         if silent >= server.ping_interval + server.ping_timeout:
             self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
             self._kill()
             return False
-        if silent >= server.ping_interval and not self._ping_pending:
+        quiet = now - self._last_sent >= server.ping_interval and now - self._last_ping >= server.ping_interval
+        if (silent >= server.ping_interval and not self._ping_pending) or quiet:
             self._ping_pending = True
             self._ping_token += 1
+            self._last_ping = now
             self.send(proto.encode("ping", t=self._ping_token))
         return True
 
