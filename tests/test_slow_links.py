@@ -191,3 +191,15 @@ def test_waiting_for_room_under_max_in_flight_counts_toward_the_call_timeout(ser
             assert 1.1 < time.monotonic() - start < 1.55  # not 1.2 s after getting room (~1.8 s)
         finally:
             holder.join(5)
+
+
+def test_calls_and_streams_work_through_a_relay_that_splits_every_write(
+        relay_to: Any, server: Any, connect: Any) -> None:
+    """Frames split into 13-byte pieces both ways (headers cut anywhere) still parse on both ends."""
+    relay = relay_to(server)
+    relay.fragment(13)
+    p = connect(relay)
+    _warm_up(p)
+    assert p.echo("w" * 100_000) == "w" * 100_000
+    assert list(p.count_up(20)) == list(range(20))
+    assert relay.forwarded("up") > 100_000 and relay.forwarded("down") > 100_000
