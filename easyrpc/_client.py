@@ -567,6 +567,7 @@ class Engine:
         self._gone: str | None = None  # why the connection ended, once it will not come back
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_seen = time.monotonic()
+        self._last_sent = self._last_seen  # when our last write ended (the keepalive pings when quiet)
         self._ping_token = 0
         self.cid = ""
         self.functions: dict[str, FunctionSpec] = {}
@@ -670,7 +671,7 @@ class Engine:
             self._ws = ws
             self._frames = FrameReader(_sock_of(ws), busy=self._busy)
             self._cipher = cipher
-            self._last_seen = time.monotonic()
+            self._last_seen = self._last_sent = time.monotonic()
         with self._role_cond:
             self._reader_wanted = True  # read a new connection at once
         self._set_functions(functions)
@@ -789,6 +790,7 @@ class Engine:
                 continue  # the socket failed: what was queued for it is dropped
             try:
                 write_items(sock, items, _JOIN_ALL)  # big frames are callables here
+                self._last_sent = time.monotonic()
             except OSError as exc:
                 error = exc
                 try:
@@ -968,8 +970,13 @@ class Engine:
     # --- blocking callers --------------------------------------------------------------
     def wait(self, call: BlockingCall, limit: float | None) -> Any:
         """Block until *call* (submitted) settles and return its result, reading the
-        socket on this thread when no other thread is; CallTimeout after *limit* s."""
-        deadline = None if limit is None else time.monotonic() + limit
+        socket on this thread when no other thread is; CallTimeout after *limit* s,
+        counted from :meth:`submit` (a wait there for room under ``max_in_flight``
+        included)."""
+        if limit is None:
+            deadline = None
+        else:  # submit set the call's deadline before it waited for room, if it did
+            deadline = call.deadline if call.deadline is not None else time.monotonic() + limit
         if not call.settled:
             self._lead(call, deadline)
         if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
@@ -978,7 +985,15 @@ class Engine:
         return call.outcome()
 
     def _lead(self, fut: BlockingCall, deadline: float | None) -> None:
-        """Hold the reading role, if it is free, until *fut* settles or *deadline* passes."""
+        """Hold the reading role, if it is free, until *fut* settles or *deadline* passes.
+
+        Every wait honours the deadline, in the middle of a big frame too: a reply stuck
+        half-way (a stalled link) fails only this call, with CallTimeout, on time. The
+        frame is left half-read and the reader thread goes on with it; the connection is
+        not dropped for a slow reply. Calls behind the stuck frame wait like any call
+        for a reply: they fail at their own limit, or with ConnectionLost once keepalive
+        finds the server silent (no byte for ``ping_interval + ping_timeout``).
+        """
         with self._role_cond:
             frames, ws = self._frames, self._ws
             if self._role is not None or frames is None or ws is None or not self._connected.is_set():
@@ -992,14 +1007,16 @@ class Engine:
             try:
                 while True:
                     clean = False  # parsing (a big payload is received in pop) and handling
-                    reason = self._handle_buffered(ws, frames)
+                    reason = self._handle_buffered(ws, frames, deadline)
                     if reason is not None or fut.settled:
                         break
                     clean = True
                     if len(self._pending) == 1:  # fut alone in flight: its reply is due soon
                         frames.busy_poll()
-                    if deadline is not None and not frames.wait_readable(deadline - time.monotonic()):
-                        break  # out of time: wait() expires the call
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not frames.wait_readable(remaining):
+                            break  # out of time: wait() expires the call
                     frames.fill()
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
                 reason = self._why_lost(exc)
@@ -1139,10 +1156,12 @@ class Engine:
         except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
             return self._why_lost(exc)
 
-    def _handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
+    def _handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader,
+                         deadline: float | None = None) -> str | None:
         """Handle every complete message received so far (whoever holds the reading role);
-        the reason if one ends the connection."""
-        while (msg := frames.pop()) is not None:
+        the reason if one ends the connection. A big frame arriving is read until
+        *deadline* (monotonic; None: no limit), then left half-read for the next reader."""
+        while (msg := frames.pop(deadline)) is not None:
             reason = self._on_message(ws, *msg)
             if reason is not None:
                 return reason
@@ -1316,15 +1335,22 @@ class Engine:
                     role.stalled_since = now
             elif isinstance(role, _LoopReader):
                 role.stalled_since = None
-            # keepalive: ping when quiet, drop the socket when the server stays silent
-            if self._connected.is_set():
-                silent = now - self._last_seen
+            # Keepalive: only silence counts. Any byte from the server is a sign of life,
+            # a big message still arriving included (a pong would wait behind it). We ping
+            # a quiet server, and ping when we have sent nothing for a while: a server
+            # sending us a big message hears from us, as we do from it.
+            frames = self._frames
+            if self._connected.is_set() and frames is not None:
+                seen = max(self._last_seen, frames.last_recv)
+                silent = now - seen
                 if silent >= self.ping_interval + self.ping_timeout:
                     log.warning("no reply from %s for %.1f s; reconnecting", self.url, silent)
                     ws = self._ws
                     if ws is not None:
                         _shutdown(ws)
-                elif silent >= self.ping_interval and (ping_sent_at is None or ping_sent_at < self._last_seen):
+                elif (silent >= self.ping_interval and (ping_sent_at is None or ping_sent_at < seen)) or (
+                        now - self._last_sent >= self.ping_interval
+                        and (ping_sent_at is None or now - ping_sent_at >= self.ping_interval)):
                     self._ping_token += 1
                     ping_sent_at = now
                     self.send_quiet(proto.encode("ping", t=self._ping_token))
@@ -1349,13 +1375,22 @@ class Engine:
             relay(fut)
 
     def _drain_queue(self) -> None:
+        """Settle what is queued for the dispatcher (close() does, once it has stopped).
+
+        close() may run on the dispatcher itself (a done-callback calling it): the stop
+        it queued is put back, so the dispatcher ends once that callback returns."""
+        stop = False
         while True:
             try:
                 entry = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if entry is not _STOP and not isinstance(entry[0], float):
+                break
+            if entry is _STOP:
+                stop = True
+            elif not isinstance(entry[0], float):
                 self._settle(*entry)
+        if stop:
+            self._queue.put(_STOP)
 
 
 def _recv_text(ws: websocket.WebSocket) -> bytes:

@@ -8,7 +8,10 @@ exactly frame by frame) easyrpc reads and writes the socket itself with this mod
 
 * :class:`FrameReader` receives in large chunks and parses every complete frame in the
   buffer, so one wake-up can drain many messages; a big payload is received straight
-  into one buffer (no growing copies of the whole). The server's reader unmasks.
+  into one buffer (no growing copies of the whole), and a reader with a deadline can
+  leave it half-received and go on with it later. The server's reader unmasks. It
+  notes when bytes last arrived (:attr:`FrameReader.last_recv`): keepalive counts any
+  byte, not only whole messages, so a big message arriving slowly is a sign of life.
 * :func:`write_frame` masks in bounded chunks and writes them with ``sendall``, so a
   100 MB message costs one extra chunk of memory, not several copies of the payload.
   (The server's frames are unmasked: ``_frames.frame_header``.)
@@ -30,6 +33,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload
@@ -166,14 +170,44 @@ class FrameError(ProtocolError):
         self.code = code
 
 
+class _BigFrame:
+    """A big frame's payload, being received into its own buffer."""
+
+    __slots__ = ("b0", "length", "key", "payload", "have")
+
+    def __init__(self, b0: int, length: int, key: bytes, first: bytes | bytearray) -> None:
+        self.b0 = b0
+        self.length = length
+        self.key = key
+        # grown as data arrives: a frame that only claims to be huge costs only what is sent
+        self.payload = bytearray(min(length, max(_PREALLOC, len(first))))
+        self.payload[:len(first)] = first
+        self.have = len(first)
+
+    def room(self) -> memoryview:
+        """Where the next bytes go (the buffer doubles, up to the length, when full)."""
+        if self.have == len(self.payload):
+            self.payload.extend(bytes(min(len(self.payload), self.length - self.have)))
+        return memoryview(self.payload)[self.have:self.have + min(len(self.payload) - self.have, 1 << 24)]
+
+    def add(self, data: bytes | bytearray) -> None:
+        while data:
+            with self.room() as view:
+                n = min(len(view), len(data))
+                view[:n] = data[:n]
+            self.have += n
+            data = data[n:]
+
+
 class FrameReader:
     """Parses WebSocket frames from a socket, draining many per ``recv``.
 
     A client reads the server's unmasked frames; a server (``masked=True``) reads the
     client's masked ones and unmasks them. *max_message* limits a message (and each of
     its frames); it may be changed between messages. With *tick*, every wait for data
-    is cut into ticks of that many seconds and *on_tick* runs after each quiet one (it
-    raises to give up); without, :meth:`fill` blocks until data arrives.
+    is cut into ticks of that many seconds and *on_tick* runs once a tick, quiet or not
+    (it raises to give up: keepalive and deadlines must run while a big message
+    arrives too); without, :meth:`fill` blocks until data arrives.
 
     Not thread-safe: one thread at a time reads (the engine's reading role).
     """
@@ -196,15 +230,21 @@ class FrameReader:
         # buffered piece by piece instead of received in one blocking loop
         self.incremental = False
         self.busy = busy  # the connection's busy-poll policy, if it has one
+        self.last_recv = time.monotonic()  # when bytes last arrived (read from other threads)
+        self._tick_due = self.last_recv + (tick or 0.0)
+        self._big: _BigFrame | None = None  # a big frame received in part
 
-    def pop(self) -> tuple[int, bytes] | None:
+    def pop(self, deadline: float | None = None) -> tuple[int, bytes] | None:
         """The next complete message already received, as ``(opcode, payload)``, or None.
 
         Pings and closes are returned too. Raises :class:`ProtocolError` on a malformed
-        frame. A big payload (1 MiB or more) is received here, straight into its buffer.
+        frame. A big payload (1 MiB or more) is received here, straight into its buffer,
+        until *deadline* (monotonic; None: no limit) if one is given: past it, None, and
+        the part received is kept for the next call, which goes on with it.
         """
         while True:
-            frame = self._next_frame()
+            frame = self._next_frame(deadline)
+
             if frame is None:
                 return None
             fin, opcode, payload = frame
@@ -235,7 +275,7 @@ class FrameReader:
 
     def drained(self) -> bool:
         """True if every byte received so far has been returned by :meth:`pop`."""
-        return self._pos == len(self._buf)
+        return self._pos == len(self._buf) and self._big is None
 
     def fill(self) -> None:
         """Receive what the socket has (blocking until something arrives).
@@ -252,6 +292,7 @@ class FrameReader:
         self._buf += self._sock.recv(_RECV)
         if len(self._buf) == before:
             raise ConnectionError("the peer closed the connection")
+        self.last_recv = time.monotonic()
         if self.busy is not None:
             self.busy.mark()
 
@@ -264,18 +305,24 @@ class FrameReader:
         """
         if self._pos:
             self._buf, self._pos = (bytearray() if self._pos == len(self._buf) else self._buf[self._pos:]), 0
-        # in the middle of a big frame, bigger reads: fewer wake-ups for the same bytes
-        size = _RECV if len(self._buf) < _RECV else _BIG
+        big = self._big
         try:
-            data = self._sock.recv(size, socket.MSG_DONTWAIT)
+            if big is not None and not self._buf:  # straight into the big frame's buffer
+                with big.room() as view:
+                    got = self._sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+                big.have += got
+            else:
+                data = self._sock.recv(_RECV, socket.MSG_DONTWAIT)
+                got = len(data)
+                self._buf += data
         except (BlockingIOError, InterruptedError):
             return 0
-        if not data:
+        if not got:
             raise ConnectionError("the peer closed the connection")
-        self._buf += data
+        self.last_recv = time.monotonic()
         if self.busy is not None:
             self.busy.mark()
-        return len(data)
+        return got
 
     def wait_readable(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for :meth:`fill` to have something to read."""
@@ -304,11 +351,18 @@ class FrameReader:
     def _await_data(self) -> None:
         if self._tick is None:
             return  # recv blocks
-        while not self.wait_readable(self._tick):
-            if self._on_tick is not None:
-                self._on_tick()
+        while True:
+            now = time.monotonic()
+            if now >= self._tick_due:  # due even while data keeps arriving (a big frame)
+                self._tick_due = now + self._tick
+                if self._on_tick is not None:
+                    self._on_tick()
+            if self.wait_readable(self._tick_due - now):
+                return
 
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
+    def _next_frame(self, deadline: float | None) -> tuple[bool, int, bytes] | None:
+        if self._big is not None:
+            return self._read_big(deadline)
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
         if avail < 2:
@@ -346,8 +400,11 @@ class FrameReader:
             key = bytes(buf[pos + head:pos + head + 4])
             head += 4
         if avail - head < length:
-            if length >= _BIG and not self.incremental:
-                return self._read_big(b0, pos + head, length, key)
+            if length >= _BIG:  # received into its own buffer (piece by piece if incremental)
+                self._big = _BigFrame(b0, length, key, self._buf[pos + head:])
+                self._buf = bytearray()
+                self._pos = 0
+                return self._read_big(deadline)
             return None
         start = pos + head
         with memoryview(buf) as view:
@@ -357,29 +414,39 @@ class FrameReader:
             payload = _mask(key, payload)
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
-    def _read_big(self, b0: int, start: int, length: int, key: bytes) -> tuple[bool, int, bytes]:
-        """Receive a big payload straight into one buffer (grown as data arrives, so a
-        frame that only claims to be huge costs only what is really sent)."""
-        have = len(self._buf) - start
-        payload = bytearray(min(length, max(_PREALLOC, have)))
-        payload[:have] = self._buf[start:]
-        self._buf = bytearray()
-        self._pos = 0
-        while have < length:
-            if have == len(payload):
-                payload.extend(bytes(min(len(payload), length - have)))  # double, up to the length
+    def _read_big(self, deadline: float | None) -> tuple[bool, int, bytes] | None:
+        """Receive the rest of a big payload straight into its buffer; None (the part
+        received kept) if *deadline* passes first, or, while an event loop reads
+        (``incremental``), once what :meth:`fill` received is used up."""
+        big = self._big
+        assert big is not None
+        buffered = len(self._buf) - self._pos
+        if buffered:  # received by fill() since: the frame's bytes come first
+            take = min(buffered, big.length - big.have)
+            big.add(self._buf[self._pos:self._pos + take])
+            self._pos += take
+        while big.have < big.length:
+            if self.incremental:
+                return None  # the loop reads more when the socket is readable
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.wait_readable(remaining):
+                    return None
             self._await_data()
-            with memoryview(payload) as view:
-                got = self._sock.recv_into(view[have:], min(len(payload) - have, 1 << 24))
+            with big.room() as view:
+                got = self._sock.recv_into(view)
             if got == 0:
                 raise ConnectionError("the peer closed the connection")
-            have += got
-        if key:
+            self.last_recv = time.monotonic()
+            big.have += got
+        self._big = None
+        payload = big.payload
+        if big.key:
             pos = 0
-            for piece in _mask_chunks(key, memoryview(payload)):
+            for piece in _mask_chunks(big.key, memoryview(payload)):
                 payload[pos:pos + len(piece)] = piece  # same length: the buffer stays put
                 pos += len(piece)
-        return bool(b0 & 0x80), b0 & 0x0F, bytes(payload) if len(payload) < _BIG else payload  # type: ignore[return-value]
+        return bool(big.b0 & 0x80), big.b0 & 0x0F, bytes(payload) if len(payload) < _BIG else payload  # type: ignore[return-value]
 
 
 def _check_close(payload: bytes) -> None:

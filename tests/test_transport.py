@@ -294,6 +294,42 @@ def test_incremental_reader_buffers_a_big_frame_without_blocking_in_pop(pair: tu
     assert reader.pop() == (OP_BINARY, payload)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_big_frame_read_against_a_deadline_is_kept_and_resumed(
+        pair: tuple[socket.socket, socket.socket], masked: bool) -> None:
+    """pop(deadline) leaves a big frame (20 MiB: past the first buffer) half-read when the
+    deadline passes mid-frame, on time; later pops (incremental or blocking) go on with
+    it, the frame behind it comes out after it, and every byte received moves last_recv."""
+    rsock, wsock = pair
+    payload = os.urandom(20 * MiB)
+    data = frame_bytes(OP_BINARY, payload) if masked else frame_header(OP_BINARY, len(payload)) + payload
+    data += frame(OP_TEXT, b"next", masked=masked)
+    reader = FrameReader(rsock, masked=masked)
+    first = Worker("test-frame-writer", lambda: wsock.sendall(data[:len(data) // 3]))
+    before = reader.last_recv
+    reader.fill()
+    assert reader.last_recv > before
+    while first.thread.is_alive() or reader.wait_readable(0):  # take all that was sent
+        assert reader.pop(time.monotonic() + 0.05) is None
+    first.join()
+    start = time.monotonic()
+    assert reader.pop(start + 0.2) is None  # nothing more comes: back at the deadline
+    assert 0.15 <= time.monotonic() - start < 1.0
+    assert not reader.drained()
+    third = len(data) // 3
+    wsock.sendall(data[third:third + 50_000])
+    assert reader.wait_readable(5)
+    reader.incremental = True  # an event loop reads a little, then hands back
+    reader.fill()
+    assert reader.pop() is None
+    reader.incremental = False
+    rest = Worker("test-frame-writer", lambda: wsock.sendall(data[third + 50_000:]))
+    assert reader.pop() == (OP_BINARY, payload)  # no deadline: reads to the end
+    rest.join()
+    assert next_message(reader) == (OP_TEXT, b"next")
+    assert reader.drained()
+
+
 def test_fragmented_message_is_reassembled_around_interleaved_control_frames(
         pair: tuple[socket.socket, socket.socket]) -> None:
     """text(fin=0) ping cont(fin=0) pong cont(fin=1): ping, pong, then the whole message (exactly at the limit), then the next."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ class FrameWriter:
         self._waited = False  # threads wait for the writer (room, or its end)
         self._failed = False
         self._watching = False  # the hub watches the socket for write readiness
+        self.last_sent = time.monotonic()  # when a write last went out (keepalive reads it)
         self.closed = False  # no more frames are accepted
 
     # --- queueing ----------------------------------------------------------------------
@@ -167,6 +169,7 @@ class FrameWriter:
             try:
                 if not nonblocking:
                     self._write_blocking(items)
+                    self.last_sent = time.monotonic()
                 elif not self._write_some():
                     return True  # the hub writes the rest when the socket is writable
             except OSError as exc:
@@ -210,6 +213,8 @@ class FrameWriter:
             sent = self._sock.sendmsg(buffers, [], socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
+        if sent:
+            self.last_sent = time.monotonic()
         with self._lock:
             self._unsent_bytes -= sent
             while sent:

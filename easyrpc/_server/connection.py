@@ -69,7 +69,7 @@ class ServerConnection(Handshake):
         self._tasks: dict[int, CallTask | StreamTask] = {}
         self._ping_token = 0
         self._ping_pending = False
-        self._last_seen = time.monotonic()
+        self._last_seen = self._last_ping = time.monotonic()  # when the peer was last heard; our last ping
         self._closed_at: float | None = None
         self._done = threading.Event()  # reading is over: the handler thread tears down
 
@@ -324,16 +324,25 @@ class ServerConnection(Handshake):
         self._ping_pending = False
 
     def _keepalive(self, now: float) -> bool:
-        """Ping a quiet peer, drop a silent one; False once dropped."""
+        """Ping a quiet peer, drop a silent one; False once dropped.
+
+        Only silence counts: any byte received is a sign of life, a big message still
+        arriving included (its sender's pong would wait behind it). We also ping when we
+        have sent nothing for ``ping_interval``, so a peer sending us a big message hears
+        from us while its own ping waits behind that message. (On the inbox path only
+        whole messages are seen.)
+        """
         server = self.server
-        silent = now - self._last_seen
+        silent = now - max(self._last_seen, self._frames.last_recv)
         if silent >= server.ping_interval + server.ping_timeout:
             self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
             self._kill()
             return False
-        if silent >= server.ping_interval and not self._ping_pending:
+        quiet = now - self._writer.last_sent >= server.ping_interval and now - self._last_ping >= server.ping_interval
+        if (silent >= server.ping_interval and not self._ping_pending) or quiet:
             self._ping_pending = True
             self._ping_token += 1
+            self._last_ping = now
             self.send(proto.encode("ping", t=self._ping_token))
         return True
 
@@ -370,6 +379,13 @@ class ServerConnection(Handshake):
         try:
             obj = proto.load(plain)
             msg = proto.parse_client_obj(obj)
+        except proto.InvalidText as exc:
+            if self.cipher is not None:  # the plaintext of a binary frame: our protocol's error
+                self.notice(f"invalid message: {exc}")
+                return
+            self.log.warning("connection %s: text frame %s; closed", self.cid, exc)
+            self.close(1007, "invalid UTF-8")
+            raise Stop from None
         except ProtocolError as exc:
             rid = proto.request_id(obj)
             with self._lock:
@@ -410,7 +426,7 @@ class ServerConnection(Handshake):
                 busy = len(self._tasks) >= server.max_in_flight
                 if reg is not None and not busy:
                     task = CallTask() if reg.kind in ("sync", "async", "builtin", "remote") else StreamTask(
-                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max))
+                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max), msg.fn)
                     self._tasks[msg.id] = task
         if duplicate:
             self.notice(f"request id {msg.id} is already in flight; call ignored")

@@ -119,6 +119,10 @@ class Handshake:
             msg = proto.parse_client(data)
             if not isinstance(msg, proto.Auth):
                 raise ProtocolError("expected an auth message")
+        except proto.InvalidText as exc:
+            self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
+            self.close(1007, "invalid UTF-8")
+            return False
         except ProtocolError as exc:
             return self._refuse("protocol", f"handshake failed: {exc}")
         try:
@@ -175,6 +179,10 @@ class Handshake:
         """The first message on an owned socket (the auth), None on a timeout or close."""
         frames = self._frames
         while True:
+            # Absolute from the upgrade: quiet ticks alone would let a peer that sends a
+            # byte or a ping now and then hold the socket (and a WSGI thread) for ever.
+            if time.monotonic() >= self._auth_deadline:
+                return None
             msg = frames.pop()
             if msg is None:
                 try:

@@ -93,9 +93,11 @@ class StreamTask:
     only while it has credit: an idle stream holds no worker thread.
     """
 
-    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int) -> None:
+    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int,
+                 name: str = "?") -> None:
         self.conn = conn
         self.id = call_id
+        self.name = name  # the function's, for error messages
         self.gen = gen
         self.is_async = is_async
         self.credit = credit
@@ -224,7 +226,7 @@ class StreamTask:
             return proto.encode_item(self.id, item)
         except SerializationError as exc:
             raise _ItemError(proto.encode_failure(
-                self.id, proto.error_wire("SerializationError", f"a stream item cannot be sent: {exc}"))) from None
+                self.id, proto.error_wire("SerializationError", f"an item of {self.name} cannot be sent: {exc}"))) from None
 
 
 class _ItemError(Exception):
