@@ -153,7 +153,7 @@ def test_the_event_loop_reads_its_own_replies(server: Any) -> None:
 
 def test_a_blocked_loop_loses_the_reading_role_and_gets_it_back(server: Any) -> None:
     """A loop blocked by user code while its reply waits: the reader thread takes over, then hands back."""
-    from easyrpc._client import _LoopReader
+    from easyrpc._client import LoopReader
 
     async def main() -> None:
         async with await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET) as p:
@@ -164,12 +164,12 @@ def test_a_blocked_loop_loses_the_reading_role_and_gets_it_back(server: Any) -> 
             # until the dispatcher sees the stall and the reader thread takes over
             def loop_lost_the_role() -> bool:
                 role = p._engine._role
-                return not isinstance(role, _LoopReader) or role.revoked
+                return not isinstance(role, LoopReader) or role.revoked
             assert wait_for(loop_lost_the_role, 2.0)
             assert await asyncio.wait_for(task, 5) == 0.3
             for i in range(20):
                 assert await p.echo(i) == i
-            assert wait_for(lambda: isinstance(p._engine._role, _LoopReader) and not p._engine._role.revoked, 2.0)
+            assert wait_for(lambda: isinstance(p._engine._role, LoopReader) and not p._engine._role.revoked, 2.0)
 
     run(main())
 
@@ -210,7 +210,8 @@ def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
 def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader thread hands the role to a waiting loop when it steps aside: if close()
     began in between (and found the reader thread holding the role), no hand-over."""
-    from easyrpc._client import _READER, Engine, _LoopReader
+    from easyrpc._client import Engine, LoopReader
+    from easyrpc._client.engine import _READER
 
     held = threading.Event()
     original = Engine._read_frames
@@ -235,15 +236,15 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
         return reason
 
     monkeypatch.setattr(Engine, "_read_frames", read_frames)
-    late: list[_LoopReader] = []  # readers started on a loop after close() began
-    start = _LoopReader.start
+    late: list[LoopReader] = []  # readers started on a loop after close() began
+    start = LoopReader.start
 
-    def start_reader(reader: _LoopReader) -> None:
+    def start_reader(reader: LoopReader) -> None:
         if reader.engine.closed:
             late.append(reader)
         start(reader)
 
-    monkeypatch.setattr(_LoopReader, "start", start_reader)
+    monkeypatch.setattr(LoopReader, "start", start_reader)
 
     async def main() -> None:
         p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
@@ -251,7 +252,7 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
         try:
             for _ in range(50):  # bounded: the loop may take the role first; try again
                 role = engine._role
-                if isinstance(role, _LoopReader):
+                if isinstance(role, LoopReader):
                     role.revoke()
                 engine._want_reader()
                 # the reader thread holds the role: the loop's next call asks it for a hand-over
@@ -265,7 +266,7 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
         for _ in range(3):
             await asyncio.sleep(0)  # a hand-over would have reached the loop by now
         assert not late
-        assert not isinstance(engine._role, _LoopReader)
+        assert not isinstance(engine._role, LoopReader)
 
     run(main())
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
 import queue
 import random
 import select
@@ -30,18 +29,17 @@ import ssl
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import websocket
 
-from . import _protocol as proto
-from ._handshake import FrameCipher, Secret, new_nonce
-from ._signature import FunctionSpec, spec_from_description
-from ._spin import DEFAULT_BUSY_POLL, busy_policy
-from ._transport import (
+from .. import _protocol as proto
+from .._handshake import FrameCipher, Secret, new_nonce
+from .._signature import FunctionSpec, spec_from_description
+from .._spin import DEFAULT_BUSY_POLL, busy_policy
+from .._transport import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -54,20 +52,22 @@ from ._transport import (
     write_frame,
     write_items,
 )
-from ._wake import close_fd, thread_waker
-from .exceptions import (
+from ..exceptions import (
     AuthenticationError,
     CallTimeout,
     ConnectionLost,
     EasyRpcError,
     ProtocolError,
 )
+from .calls import CALLS, BlockingCall, ClientStream, LoopCall, Pending, SettledOnce
+from .loops import LoopReader, settle_in_loop
+from .sock import shutdown as _shutdown
+from .sock import sock_of as _sock_of
 
-__all__ = ["Engine", "BlockingCall", "CallFuture", "LoopCall", "ClientStream", "END", "loop_inbox"]
+__all__ = ["Engine"]
 
 log = logging.getLogger("easyrpc.proxy")
 
-END: Any = object()  # resolves a stream's future when the stream has ended
 _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _SEAL_MARGIN = 64  # what sealing adds to a payload, at most
 _QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
@@ -76,436 +76,6 @@ _STOP: Any = object()
 _READER: Any = object()  # the reader thread holds the reading role
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
-
-
-def bridge_to_loop(fut: Future[Any], loop: Any, *, cancel_back: bool = True) -> Any:
-    """An asyncio future on *loop* that the engine settles together with *fut*.
-
-    ``asyncio.wrap_future`` would attach a callback to *fut*, sending its settlement
-    through the dispatcher thread; a bridge is settled straight from whichever engine
-    thread settles *fut*, with ``call_soon_threadsafe`` (no user code runs there).
-    Cancelling the returned future cancels *fut* (and so the call on the server); with
-    ``cancel_back=False`` the caller does that itself where it awaits, which spares the
-    loop a callback per settlement.
-    """
-    afut = loop.create_future()
-    bridge = (loop_inbox(loop), afut)
-    fut.loop_bridge = bridge  # type: ignore[attr-defined]
-    if fut.done():  # settled before the bridge existed
-        if fut.cancelled():
-            afut.cancel()
-        else:
-            settle_in_loop(bridge, None if fut.exception() else fut.result(), fut.exception())
-
-    if cancel_back:
-        def on_done(done: Any) -> None:
-            if done.cancelled():
-                fut.cancel()
-
-        afut.add_done_callback(on_done)
-    return afut
-
-
-def settle_in_loop(bridge: tuple[_LoopInbox, Any], value: Any, exc: BaseException | None) -> None:
-    inbox, afut = bridge
-    inbox.put(afut, value, exc)
-
-
-class _LoopInbox:
-    """Settlements bound for one event loop, delivered in batches.
-
-    ``call_soon_threadsafe`` writes to the loop's self-pipe on every call; when replies
-    arrive in bursts (64 calls in flight), one wake-up settles them all.
-    """
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = weakref.ref(loop)  # the inbox lives in a weak mapping keyed by the loop
-        self.lock = threading.Lock()
-        self.items: list[tuple[Any, Any, BaseException | None]] = []
-        self.scheduled = False
-
-    def put(self, afut: Any, value: Any, exc: BaseException | None) -> None:
-        if asyncio._get_running_loop() is self.loop():  # on the loop itself: settle now
-            if not afut.done():
-                if exc is not None:
-                    afut.set_exception(exc)
-                else:
-                    afut.set_result(value)
-            return
-        with self.lock:
-            self.items.append((afut, value, exc))
-            if self.scheduled:
-                return
-            self.scheduled = True
-        loop = self.loop()
-        try:
-            if loop is None:
-                raise RuntimeError("the event loop is gone")
-            loop.call_soon_threadsafe(self.drain)
-        except RuntimeError:  # the event loop is closed: nobody awaits any more
-            with self.lock:
-                self.items.clear()
-                self.scheduled = False
-
-    def drain(self) -> None:
-        with self.lock:
-            items, self.items = self.items, []
-            self.scheduled = False
-        for afut, value, exc in items:
-            if afut.done():
-                continue
-            if exc is not None:
-                afut.set_exception(exc)
-            else:
-                afut.set_result(value)
-
-
-_inboxes: weakref.WeakKeyDictionary[Any, _LoopInbox] = weakref.WeakKeyDictionary()
-_inboxes_lock = threading.Lock()
-
-
-_last_inbox: _LoopInbox | None = None  # the inbox asked for last: nearly always the one wanted
-
-
-def loop_inbox(loop: Any) -> _LoopInbox:
-    """*loop*'s inbox (one per loop, made on first use)."""
-    global _last_inbox
-    inbox = _last_inbox
-    if inbox is not None and inbox.loop() is loop:
-        return inbox
-    with _inboxes_lock:
-        inbox = _inboxes.get(loop)
-        if inbox is None:
-            inbox = _inboxes[loop] = _LoopInbox(loop)
-        _last_inbox = inbox
-        return inbox
-
-
-class _Request:
-    """What the engine keeps for each call or stream in its request table."""
-
-    # payload: the encoded request until it is sent; no_limit: it waits for a connection,
-    # with no time limit of its own; leads: a blocking caller waits for it and will read
-    # its own reply
-    __slots__ = ("engine", "id", "payload", "sent", "deadline", "no_limit", "leads")
-
-    def _init_request(self, engine: Engine, *, leads: bool = False) -> None:
-        self.engine = engine
-        self.id = 0
-        self.payload = b""
-        self.sent = False
-        self.deadline: float | None = None
-        self.no_limit = False
-        self.leads = leads
-
-
-class CallFuture(Future[Any], _Request):
-    """A call's future; cancelling it (while pending) cancels the call on the server."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._init_request(engine)
-
-    def cancel(self) -> bool:
-        """Cancel the call (locally and on the server) unless it has already finished."""
-        if not super().cancel():
-            return False
-        # Nobody will run this future: notify now, so concurrent.futures.wait() and
-        # as_completed() count it as done (they only see CANCELLED_AND_NOTIFIED).
-        try:
-            self.set_running_or_notify_cancel()
-        except RuntimeError:
-            pass  # already notified by an earlier cancel()
-        self.engine.forget(self.id, self, send_cancel=self.sent)
-        return True
-
-
-class _SettledOnce(_Request):
-    """A call that whichever thread gets there first settles, exactly once: the one
-    reading its reply, or the dispatcher on a deadline or a dropped connection.
-
-    The winner claims it with one atomic ``list.pop``; no lock is taken. Subclasses say
-    how a settlement reaches the waiter (:meth:`_deliver`).
-    """
-
-    __slots__ = ("settled", "_claim")
-
-    def _init_call(self, engine: Engine) -> None:
-        self._init_request(engine, leads=True)
-        self.settled = False
-        self._claim = [True]  # popped by the one thread that settles the call
-
-    def _claimed(self) -> bool:
-        """Claim the call; False if another thread had."""
-        try:
-            self._claim.pop()
-        except IndexError:
-            return False
-        self.settled = True
-        return True
-
-    def settle(self, value: Any, exc: BaseException | None) -> bool:
-        """Settle the call (from any thread); False if it was settled already."""
-        if not self._claimed():
-            return False
-        self._deliver(value, exc)
-        return True
-
-    def _deliver(self, value: Any, exc: BaseException | None) -> None:
-        raise NotImplementedError
-
-
-class BlockingCall(_SettledOnce):
-    """A blocking caller's call (``proxy.f(...)``): its thread sleeps on its own waker.
-
-    Only the calling thread ever waits for it and nobody can attach a callback, so it
-    needs no Future: a Future's waiter sleeps on a Python-level Condition, which cost
-    about 20 µs of CPU per call when threads share a proxy. The thread's waker (a
-    pipe, see ``_wake``) is woken with the GIL released.
-    """
-
-    __slots__ = ("_waker", "_owner", "delivered", "_value", "_exc", "__weakref__")
-
-    def __init__(self, engine: Engine) -> None:
-        self._init_call(engine)
-        self._waker = thread_waker()
-        self._owner = threading.get_ident()
-        self.delivered = False  # value and error stored: the waiter may take them
-        self._value: Any = None
-        self._exc: BaseException | None = None
-
-    def _deliver(self, value: Any, exc: BaseException | None) -> None:
-        self._value, self._exc = value, exc
-        self.delivered = True
-        # the caller reading its own reply is awake, unless it read it in a signal handler
-        # that interrupted its own wait (which the kernel resumes after the handler)
-        if threading.get_ident() != self._owner or self._waker._depth:
-            self._waker.wake()
-
-    def wait_settled(self, timeout: float | None) -> bool:
-        """Wait until settled, at most *timeout* s (None: no limit); True if it is."""
-        return self.delivered or self._waker.wait_for(self, timeout)
-
-    def outcome(self) -> Any:
-        """The settled call's value, or raise its error."""
-        exc = self._exc
-        if exc is not None:
-            self._exc = None  # no reference cycle through the traceback
-            raise exc
-        return self._value
-
-
-class LoopCall(_SettledOnce):
-    """An ``easyrpc.aio`` call: settles the asyncio future its task awaits.
-
-    Settled on the loop itself when the loop reads the reply (the common case), else
-    through the loop's inbox (one ``call_soon_threadsafe`` per burst). No
-    concurrent.futures.Future sits in between.
-    """
-
-    __slots__ = ("future", "_inbox", "__weakref__")
-
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, inbox: _LoopInbox) -> None:
-        self._init_call(engine)
-        self.future: asyncio.Future[Any] = loop.create_future()
-        self._inbox = inbox
-
-    def _deliver(self, value: Any, exc: BaseException | None) -> None:
-        self._inbox.put(self.future, value, exc)
-
-    def cancel(self) -> None:
-        """The awaiting task was cancelled: drop the call; the server stops it if it was sent."""
-        if self._claimed():
-            self.engine.forget(self.id, self, send_cancel=self.sent)
-
-
-class ClientStream(_Request):
-    """The client side of a streaming generator call.
-
-    Items are buffered (at most the credit window, which the server honours) and handed
-    to one consumer at a time through futures, so the blocking and async iterators share
-    this one mechanism.
-    """
-
-    def __init__(self, engine: Engine, window: int, item_timeout: float | None) -> None:
-        self._init_request(engine)
-        self.window = window
-        self.item_timeout = item_timeout
-        self._lock = threading.Lock()
-        self._items: deque[Any] = deque()
-        self._waiter: Future[Any] | None = None
-        self._ended = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._taken = 0
-
-    # reader side
-    def push(self, value: Any) -> None:
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-            if waiter is None:
-                self._items.append(value)
-                return
-            self._taken += 1
-        self.engine.resolve(waiter, value, None)
-        self._grant()
-
-    def end(self, error: BaseException | None) -> None:
-        with self._lock:
-            self._ended = True
-            self._error = error
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self.engine.resolve(waiter, END, error)
-
-    # consumer side
-    def next_future(self) -> Future[Any]:
-        """A future for the next item (``END`` when the stream is over)."""
-        fut: Future[Any] = Future()
-        with self._lock:
-            if self._items:
-                fut.set_result(self._items.popleft())
-                self._taken += 1
-            elif self._ended or self._closed:
-                if self._error is not None:
-                    fut.set_exception(self._error)
-                    self._error = None  # raised once; then the stream is simply over
-                else:
-                    fut.set_result(END)
-                return fut
-            else:
-                if self._waiter is not None:
-                    raise RuntimeError("this stream is already being consumed concurrently")
-                self._waiter = fut
-                return fut
-        self._grant()
-        return fut
-
-    def _grant(self) -> None:
-        with self._lock:
-            if self._taken < max(1, self.window // 2) or self._ended or self._closed:
-                return
-            n, self._taken = self._taken, 0
-        self.engine.send_quiet(proto.encode("credit", i=self.id, n=n))
-
-    def close(self) -> None:
-        """Stop the stream: the server closes its generator and frees its state."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            ended = self._ended
-            self._items.clear()
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self.engine.resolve(waiter, END, None)
-        if not ended:
-            self.engine.forget(self.id, self, send_cancel=self.sent)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or (self._ended and not self._items)
-
-
-Pending = CallFuture | BlockingCall | LoopCall | ClientStream
-_CALLS = (CallFuture, _SettledOnce)
-
-
-class _LoopReader:
-    """The reading role held by an event loop: the loop reads the socket when readable.
-
-    It watches a duplicate of the socket's descriptor, so the registration can never
-    outlive the descriptor it names (the engine may close the socket from any thread);
-    the duplicate is closed when the loop lets go. ``lock`` is held while the loop reads:
-    the dispatcher takes it to revoke the role of a loop that stopped reading.
-    """
-
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, ws: websocket.WebSocket,
-                 frames: FrameReader) -> None:
-        self.engine = engine
-        self.loop = loop
-        self.ws = ws
-        self.frames = frames
-        self.lock = threading.Lock()
-        self.revoked = False
-        self.last_read = time.monotonic()
-        self.stalled_since: float | None = None  # the dispatcher saw replies waiting unread
-        self._fd = -1
-
-    def start(self) -> None:
-        """Register with the loop (on the loop's thread)."""
-        with self.lock:
-            if self.revoked:
-                return
-            try:
-                self._fd = os.dup(_sock_of(self.ws).fileno())
-                self.loop.add_reader(self._fd, self.on_readable)
-            except (OSError, RuntimeError):
-                self.revoked = True
-                self._close_fd()
-        if self.revoked:
-            self.engine._release(self)
-
-    def on_readable(self) -> None:
-        """Read what the socket has and handle it (on the loop, when it is readable)."""
-        engine, frames = self.engine, self.frames
-        reason: str | None = None
-        with self.lock:
-            if self.revoked:
-                self.stop()
-                return
-            try:
-                # What the loop saw may be stale: poll_in_loop, run earlier in the same
-                # turn, may have read it. One recv, and only if it cannot block.
-                if not frames.wait_readable(0):
-                    return
-                frames.fill()
-                reason = engine._handle_buffered(self.ws, frames)
-            except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-                reason = engine._why_lost(exc)
-            except BaseException:  # Ctrl-C on the loop: a frame may be half handled
-                _shutdown(self.ws)
-                raise
-            self.last_read = time.monotonic()
-            if reason is None:
-                return  # keep reading, idle or not (the dispatcher revokes a stalled loop)
-            self.revoked = True
-            self.stop()
-        if not engine.closed:
-            engine._lost(reason, frames)
-        engine._release(self)
-
-    def stop(self) -> None:
-        """Unregister (on the loop's thread, under ``lock``)."""
-        if self._fd >= 0:
-            try:
-                self.loop.remove_reader(self._fd)
-            except (RuntimeError, ValueError, OSError):
-                pass  # the loop is closed
-            self._close_fd()
-
-    def _close_fd(self) -> None:
-        self._fd = close_fd(self._fd)
-
-    def revoke(self, *, wait: bool = True) -> bool:
-        """Take the role away (from another thread); the loop unregisters when it runs
-        next. With ``wait=False``, give up (False) if the loop is busy reading."""
-        if not self.lock.acquire(timeout=-1 if wait else 0):
-            return False
-        try:
-            self.revoked = True
-            try:
-                self.loop.call_soon_threadsafe(self._stop_on_loop)
-            except RuntimeError:  # the loop is closed: it will never run again
-                self._close_fd()
-        finally:
-            self.lock.release()
-        self.engine._release(self)
-        return True
-
-    def _stop_on_loop(self) -> None:
-        with self.lock:
-            self.stop()
 
 
 class Engine:
@@ -614,7 +184,7 @@ class Engine:
             # role under it too, and only while not closing, so no loop gets it after this.
             role = self._role
             self._role_cond.notify_all()
-        if isinstance(role, _LoopReader):
+        if isinstance(role, LoopReader):
             role.revoke()
         current = threading.current_thread()
         for thread in (self._reader, self._dispatcher):
@@ -908,7 +478,7 @@ class Engine:
         reader thread keeps reading.
         """
         role = self._role
-        if isinstance(role, _LoopReader) and not role.revoked:
+        if isinstance(role, LoopReader) and not role.revoked:
             if role.loop is loop:
                 return
             if role.loop.is_closed():  # a loop that ended without closing the proxy
@@ -918,7 +488,7 @@ class Engine:
             frames, ws = self._frames, self._ws
             if role is None and frames is not None and ws is not None and self._connected.is_set() \
                     and not self._closing.is_set() and not isinstance(ws.sock, ssl.SSLSocket):
-                reader = self._role = _LoopReader(self, loop, ws, frames)
+                reader = self._role = LoopReader(self, loop, ws, frames)
                 frames.incremental = True
             else:
                 if role is _READER and not isinstance(ws and ws.sock, ssl.SSLSocket):
@@ -941,7 +511,7 @@ class Engine:
         read the reply here if it comes: the loop's thread stays awake instead of
         sleeping in the selector (see ``_spin``)."""
         role = self._role
-        if not isinstance(role, _LoopReader) or role.loop is not loop or role.revoked or len(self._pending) != 1:
+        if not isinstance(role, LoopReader) or role.loop is not loop or role.revoked or len(self._pending) != 1:
             return
         # Under the role's lock: once revoked, the reader thread polls the same descriptor
         # (one poll object per connection, which two threads must not use at once).
@@ -956,7 +526,7 @@ class Engine:
         if readable:
             role.on_readable()
 
-    def _release(self, reader: _LoopReader) -> None:
+    def _release(self, reader: LoopReader) -> None:
         """A loop's reading role ends; the reader thread takes over if anything waits."""
         with self._role_cond:
             if self._role is not reader:
@@ -1076,7 +646,7 @@ class Engine:
         condition, so a callback added concurrently either sees the future pending (and
         we queue) or done (and runs in the adding thread), never on this one.
         """
-        if isinstance(fut, _SettledOnce):
+        if isinstance(fut, SettledOnce):
             fut.settle(value, exc)
             return
         cond = fut._condition
@@ -1119,7 +689,7 @@ class Engine:
                         break
                 self._role = _READER
                 self._reader_wanted = self._leader_seen = False
-            handover: _LoopReader | None = None
+            handover: LoopReader | None = None
             reason: str | None = None
             stepped_aside = False  # False too if _read_frames raised (an internal error)
             try:
@@ -1130,7 +700,7 @@ class Engine:
                     self._role = None
                     loop, self._loop_wanted = self._loop_wanted, None
                     if loop is not None and stepped_aside and not loop.is_closed() and not self._closing.is_set():
-                        handover = self._role = _LoopReader(self, loop, ws, frames)
+                        handover = self._role = LoopReader(self, loop, ws, frames)
                         frames.incremental = True
                     elif len(self._pending):  # sent while we stepped aside: read on
                         self._reader_wanted = True
@@ -1202,7 +772,7 @@ class Engine:
         # connection's _fail_all finds it, never a call that nobody will settle.
         if isinstance(msg, proto.Result):
             item = self._pending.get(msg.id)  # one dict lookup: atomic, no lock needed
-            if isinstance(item, _CALLS):
+            if isinstance(item, CALLS):
                 self.resolve(item, msg.value, None)
             self._remove(msg.id, item)
         elif isinstance(msg, proto.Item):
@@ -1216,7 +786,7 @@ class Engine:
             error = msg.error if isinstance(msg, proto.Failure) else None
             if isinstance(item, ClientStream):
                 item.end(error)
-            elif isinstance(item, _CALLS) and error is not None:
+            elif isinstance(item, CALLS) and error is not None:
                 self.resolve(item, None, error)
             self._remove(msg.id, item)
         elif isinstance(msg, proto.Ping):
@@ -1324,7 +894,7 @@ class Engine:
                     self.expire(item)
                 del item
             role = self._role
-            if isinstance(role, _LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
+            if isinstance(role, LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
                     and _readable_now(role.ws):
                 # replies wait unread: once is a reply that just arrived, twice (a tick
                 # apart, the loop not having read meanwhile) a loop blocked or stopped
@@ -1333,7 +903,7 @@ class Engine:
                         role.stalled_since = None
                 else:
                     role.stalled_since = now
-            elif isinstance(role, _LoopReader):
+            elif isinstance(role, LoopReader):
                 role.stalled_since = None
             # Keepalive: only silence counts. Any byte from the server is a sign of life,
             # a big message still arriving included (a pong would wait behind it). We ping
@@ -1357,7 +927,7 @@ class Engine:
 
     @staticmethod
     def _settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
-        if isinstance(fut, _SettledOnce):
+        if isinstance(fut, SettledOnce):
             fut.settle(value, exc)
             return
         try:
@@ -1427,20 +997,3 @@ def _notify(listeners: list[Callable[[], None]], what: str) -> None:
             callback()
         except Exception:  # a listener's bug must not stop the reader
             log.exception("%s listener failed", what)
-
-
-def _sock_of(ws: websocket.WebSocket) -> socket.socket:
-    sock = ws.sock
-    if sock is None:
-        raise OSError("the socket is closed")
-    return sock
-
-
-def _shutdown(ws: websocket.WebSocket) -> None:
-    """Unblock a reader stuck in recv (close() alone does not)."""
-    sock = ws.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
