@@ -19,16 +19,13 @@ function lists); it steps aside after it has answered a caller that wants to rea
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import queue
 import random
 import select
 import socket
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
@@ -60,6 +57,7 @@ from ..exceptions import (
     ProtocolError,
 )
 from .calls import CALLS, BlockingCall, ClientStream, LoopCall, Pending, SettledOnce
+from .dispatch import dispatcher
 from .loops import LoopReader, settle_in_loop
 from .sock import shutdown as _shutdown
 from .sock import sock_of as _sock_of
@@ -72,7 +70,6 @@ _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _SEAL_MARGIN = 64  # what sealing adds to a payload, at most
 _QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
 _JOIN_ALL = 1 << 62  # the client's queued byte frames are all small: join them all
-_STOP: Any = object()
 _READER: Any = object()  # the reader thread holds the reading role
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
@@ -135,7 +132,10 @@ class Engine:
         self._connected = threading.Event()
         self._closing = threading.Event()
         self._gone: str | None = None  # why the connection ended, once it will not come back
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatch = dispatcher()
+        # how often the dispatcher runs this proxy's checks (keepalive, a stalled loop)
+        self.tick = max(0.05, min(_LOOP_STALL, ping_interval / 4, ping_timeout / 4))
+        self._ping_sent_at: float | None = None
         self._last_seen = time.monotonic()
         self._last_sent = self._last_seen  # when our last write ended (the keepalive pings when quiet)
         self._ping_token = 0
@@ -145,7 +145,6 @@ class Engine:
         self._lost_listeners: list[Callable[[], None]] = []
         self._ever_connected = False
         self._reader: threading.Thread | None = None
-        self._dispatcher: threading.Thread | None = None
         # the reading role: None (free), _READER, or a blocking caller's thread ident
         self._role_cond = threading.Condition(threading.Lock())
         self._role: Any = None
@@ -178,7 +177,7 @@ class Engine:
                     except OSError:
                         pass
             _shutdown(ws)
-        self._queue.put(_STOP)
+        self._dispatch.detach(self)
         with self._role_cond:
             # Read under the lock: read_in_loop and the reader's hand-over give a loop the
             # role under it too, and only while not closing, so no loop gets it after this.
@@ -186,12 +185,10 @@ class Engine:
             self._role_cond.notify_all()
         if isinstance(role, LoopReader):
             role.revoke()
-        current = threading.current_thread()
-        for thread in (self._reader, self._dispatcher):
-            if thread is not None and thread is not current:
-                thread.join(5.0)
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(5.0)
         self._fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
-        self._drain_queue()
+        self._dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
         if ws is not None:
             ws.shutdown()  # type: ignore[no-untyped-call]
 
@@ -214,9 +211,8 @@ class Engine:
     def start_in_background(self) -> None:
         """Start the threads and connect (with retries) in the background."""
         self._reader = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="easyrpc-dispatch", daemon=True)
+        self._dispatch.attach(self)
         self._reader.start()
-        self._dispatcher.start()
 
     # --- connecting --------------------------------------------------------------------
     def _connect_once(self) -> None:
@@ -420,8 +416,7 @@ class Engine:
             item.no_limit = True
         if deadline is not None:
             item.deadline = deadline
-            # weakly: a call that finished must not be kept alive until its deadline
-            self._queue.put((deadline, call_id, weakref.ref(item)))
+            self._dispatch.expire_at(deadline, self, item)
         if send:
             self.send_items((item,))
 
@@ -634,7 +629,7 @@ class Engine:
         if isinstance(item, ClientStream):
             item.end(exc)
         else:
-            self._settle(item, None, exc)
+            self.settle(item, None, exc)
 
     # --- futures -----------------------------------------------------------------------
     def resolve(self, fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
@@ -653,9 +648,9 @@ class Engine:
         with cond:
             inline = not fut._done_callbacks  # type: ignore[attr-defined]
             if inline:
-                self._settle(fut, value, exc)
+                self.settle(fut, value, exc)
         if not inline:
-            self._queue.put((fut, value, exc))
+            self._dispatch.settle(fut, value, exc)
 
     # --- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -840,7 +835,7 @@ class Engine:
             if isinstance(it, ClientStream):
                 it.end(exc)
             else:
-                self._queue.put((it, None, exc))
+                self.resolve(it, None, exc)
 
     def _reconnect(self) -> bool:
         delay = 0.05
@@ -861,72 +856,55 @@ class Engine:
             delay = min(delay * 2, self.max_backoff)
         return False
 
-    # --- dispatcher thread -------------------------------------------------------------
-    def _dispatch_loop(self) -> None:
-        heap: list[tuple[float, int, weakref.ref[Pending]]] = []
-        # the tick also paces the check on event loops holding the reading role
-        tick = max(0.05, min(_LOOP_STALL, self.ping_interval / 4, self.ping_timeout / 4))
-        ping_sent_at: float | None = None
-        while True:
-            now = time.monotonic()
-            wait = tick if not heap else max(0.0, min(tick, heap[0][0] - now))
-            try:
-                entry = self._queue.get(timeout=wait)
-            except queue.Empty:
-                entry = None
-            if entry is _STOP:
-                return
-            if entry is not None:
-                if isinstance(entry[0], float):
-                    heapq.heappush(heap, entry)
-                else:
-                    self._settle(*entry)
-                    continue  # drain resolutions first; deadlines are checked on idle ticks
-            now = time.monotonic()
-            while heap and heap[0][0] <= now:
-                _, call_id, ref = heapq.heappop(heap)
-                item = ref()
-                if item is None:
-                    continue
-                with self._lock:
-                    live = self._pending.get(call_id) is item and item.deadline is not None
-                if live:
-                    self.expire(item)
-                del item
-            role = self._role
-            if isinstance(role, LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
-                    and _readable_now(role.ws):
-                # replies wait unread: once is a reply that just arrived, twice (a tick
-                # apart, the loop not having read meanwhile) a loop blocked or stopped
-                if role.stalled_since is not None and role.last_read < role.stalled_since:
-                    if role.revoke(wait=False):  # busy reading after all: not stalled
-                        role.stalled_since = None
-                else:
-                    role.stalled_since = now
-            elif isinstance(role, LoopReader):
-                role.stalled_since = None
-            # Keepalive: only silence counts. Any byte from the server is a sign of life,
-            # a big message still arriving included (a pong would wait behind it). We ping
-            # a quiet server, and ping when we have sent nothing for a while: a server
-            # sending us a big message hears from us, as we do from it.
-            frames = self._frames
-            if self._connected.is_set() and frames is not None:
-                seen = max(self._last_seen, frames.last_recv)
-                silent = now - seen
-                if silent >= self.ping_interval + self.ping_timeout:
-                    log.warning("no reply from %s for %.1f s; reconnecting", self.url, silent)
-                    ws = self._ws
-                    if ws is not None:
-                        _shutdown(ws)
-                elif (silent >= self.ping_interval and (ping_sent_at is None or ping_sent_at < seen)) or (
-                        now - self._last_sent >= self.ping_interval
-                        and (ping_sent_at is None or now - ping_sent_at >= self.ping_interval)):
-                    self._ping_token += 1
-                    ping_sent_at = now
-                    self.send_quiet(proto.encode("ping", t=self._ping_token))
+    # --- the dispatcher's work ----------------------------------------------------------
+    def expire_if_due(self, call_id: int, item: Pending) -> None:
+        """(Dispatcher.) *item*'s deadline has come: expire it if it still waits."""
+        with self._lock:
+            live = self._pending.get(call_id) is item and item.deadline is not None
+        if live:
+            self.expire(item)
+
+    def check(self, now: float) -> None:
+        """(Dispatcher, every :attr:`tick`.) Revoke the reading role of an event loop that
+        stopped reading; keep the connection alive."""
+        role = self._role
+        if isinstance(role, LoopReader) and not role.revoked and now - role.last_read > _LOOP_STALL \
+                and _readable_now(role.ws):
+            # replies wait unread: once is a reply that just arrived, twice (a tick
+            # apart, the loop not having read meanwhile) a loop blocked or stopped
+            if role.stalled_since is not None and role.last_read < role.stalled_since:
+                if role.revoke(wait=False):  # busy reading after all: not stalled
+                    role.stalled_since = None
+            else:
+                role.stalled_since = now
+        elif isinstance(role, LoopReader):
+            role.stalled_since = None
+        self._keepalive(now)
+
+    def _keepalive(self, now: float) -> None:
+        # Only silence counts. Any byte from the server is a sign of life, a big message
+        # still arriving included (a pong would wait behind it). We ping a quiet server,
+        # and ping when we have sent nothing for a while: a server sending us a big
+        # message hears from us, as we do from it.
+        frames = self._frames
+        if not self._connected.is_set() or frames is None:
+            return
+        seen = max(self._last_seen, frames.last_recv)
+        silent = now - seen
+        sent_at = self._ping_sent_at
+        if silent >= self.ping_interval + self.ping_timeout:
+            log.warning("no reply from %s for %.1f s; reconnecting", self.url, silent)
+            ws = self._ws
+            if ws is not None:
+                _shutdown(ws)
+        elif (silent >= self.ping_interval and (sent_at is None or sent_at < seen)) or (
+                now - self._last_sent >= self.ping_interval and (sent_at is None or now - sent_at >= self.ping_interval)):
+            self._ping_token += 1
+            self._ping_sent_at = now
+            self.send_quiet(proto.encode("ping", t=self._ping_token))
 
     @staticmethod
-    def _settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
+    def settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
         if isinstance(fut, SettledOnce):
             fut.settle(value, exc)
             return
@@ -943,24 +921,6 @@ class Engine:
         relay = getattr(fut, "on_settle", None)
         if relay is not None:  # easyrpc's own relay (server links), never user code
             relay(fut)
-
-    def _drain_queue(self) -> None:
-        """Settle what is queued for the dispatcher (close() does, once it has stopped).
-
-        close() may run on the dispatcher itself (a done-callback calling it): the stop
-        it queued is put back, so the dispatcher ends once that callback returns."""
-        stop = False
-        while True:
-            try:
-                entry = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if entry is _STOP:
-                stop = True
-            elif not isinstance(entry[0], float):
-                self._settle(*entry)
-        if stop:
-            self._queue.put(_STOP)
 
 
 def _recv_text(ws: websocket.WebSocket) -> bytes:
