@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import sys
 import threading
 import time
 from typing import Any
@@ -208,34 +208,21 @@ def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
 
 
 def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reader thread hands the role to a waiting loop when it steps aside: if close()
-    began in between (and found the reader thread holding the role), no hand-over."""
+    """The hub hands the role to a waiting loop when it steps aside: if close() began in
+    between (the hub holding the role when close() looked), no hand-over."""
     from easyrpc._client import Engine, LoopReader
-    from easyrpc._client.engine import _READER
 
     held = threading.Event()
-    original = Engine._read_frames
+    original = Engine.reader_handled
 
-    def _close_joins() -> bool:
-        """Some thread is in Engine.close(), joining a thread."""
-        for frame in sys._current_frames().values():
-            f: Any = frame
-            while f is not None:
-                if f.f_code.co_name == "join" and f.f_back is not None and f.f_back.f_code is Engine.close.__code__:
-                    return True
-                f = f.f_back
-        return False
-
-    def read_frames(engine: Engine, ws: Any, frames: Any) -> Any:
-        reason = original(engine, ws, frames)
-        if reason is None and engine._loop_wanted is not None and not engine.in_flight:
-            # about to hand the role over, the loop's call answered
+    def reader_handled(engine: Engine, hub_reader: Any) -> None:
+        if engine._loop_wanted is not None and not engine.in_flight and not held.is_set():
+            # about to hand the role over, the loop's call answered: until close() has begun
             held.set()
-            # until close() has looked at the role and waits for this thread to end
-            assert wait_for(_close_joins, 10.0, 0.001)
-        return reason
+            assert wait_for(lambda: engine.closed, 10.0, 0.001)
+        original(engine, hub_reader)
 
-    monkeypatch.setattr(Engine, "_read_frames", read_frames)
+    monkeypatch.setattr(Engine, "reader_handled", reader_handled)
     late: list[LoopReader] = []  # readers started on a loop after close() began
     start = LoopReader.start
 
@@ -255,11 +242,12 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
                 if isinstance(role, LoopReader):
                     role.revoke()
                 engine._want_reader()
-                # the reader thread holds the role: the loop's next call asks it for a hand-over
-                assert wait_for(lambda: engine._role is _READER, 5.0)
-                assert await p.echo(1) == 1
-                if held.is_set():
-                    break
+                # the hub holds the role: the loop's next call asks it for a hand-over
+                assert wait_for(lambda: engine.reading_role == "hub", 5.0)
+                task = asyncio.ensure_future(p.echo(1))
+                if await asyncio.to_thread(held.wait, 0.5):
+                    break  # the hub waits for close() to begin
+                assert await task == 1
             assert held.is_set()
         finally:
             await p.close()
@@ -267,6 +255,8 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
             await asyncio.sleep(0)  # a hand-over would have reached the loop by now
         assert not late
         assert not isinstance(engine._role, LoopReader)
+        with contextlib.suppress(BaseException):
+            await task  # failed by close()
 
     run(main())
 

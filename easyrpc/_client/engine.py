@@ -34,6 +34,7 @@ import websocket
 
 from .. import _protocol as proto
 from .._handshake import FrameCipher, Secret, new_nonce
+from .._net.hub import hub
 from .._signature import FunctionSpec, spec_from_description
 from .._spin import DEFAULT_BUSY_POLL, busy_policy
 from .._transport import (
@@ -59,6 +60,7 @@ from ..exceptions import (
 from .calls import CALLS, BlockingCall, ClientStream, LoopCall, Pending, SettledOnce
 from .dispatch import dispatcher
 from .loops import LoopReader, settle_in_loop
+from .reader import HubReader
 from .sock import shutdown as _shutdown
 from .sock import sock_of as _sock_of
 
@@ -70,7 +72,7 @@ _BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
 _SEAL_MARGIN = 64  # what sealing adds to a payload, at most
 _QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
 _JOIN_ALL = 1 << 62  # the client's queued byte frames are all small: join them all
-_READER: Any = object()  # the reader thread holds the reading role
+_READER: Any = object()  # the reader holds the reading role: the hub, or a TLS connection's thread
 _STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
@@ -144,11 +146,13 @@ class Engine:
         self._listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
         self._ever_connected = False
-        self._reader: threading.Thread | None = None
+        self._reader: threading.Thread | None = None  # reads a TLS connection, or reconnects
+        self._reader_running = False  # (under _lock) that thread has work; it ends when not
+        self._hub_reader: HubReader | None = None  # a plain connection's, read by the hub
         # the reading role: None (free), _READER, or a blocking caller's thread ident
         self._role_cond = threading.Condition(threading.Lock())
         self._role: Any = None
-        self._reader_wanted = True  # the reader thread must take the role as soon as free
+        self._reader_wanted = True  # (TLS) the reader thread must take the role as soon as free
         self._leader_seen = False  # a caller wanted the role the reader held
         self._loop_wanted: asyncio.AbstractEventLoop | None = None  # ... an event loop, namely
 
@@ -185,10 +189,13 @@ class Engine:
             self._role_cond.notify_all()
         if isinstance(role, LoopReader):
             role.revoke()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(5.0)
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(5.0)
+        self._detach_hub_reader(None)
         self._fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
         self._dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
+        hub().join_if_idle(5.0)  # so do the hub's threads, with the last connection of any kind
         if ws is not None:
             ws.shutdown()  # type: ignore[no-untyped-call]
 
@@ -209,10 +216,21 @@ class Engine:
         self._lost_listeners.append(callback)
 
     def start_in_background(self) -> None:
-        """Start the threads and connect (with retries) in the background."""
-        self._reader = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
+        """Serve the connection (the hub reads it) or connect, with retries, in the background."""
         self._dispatch.attach(self)
-        self._reader.start()
+        with self._lock:
+            start = self._hub_reader is None  # not connected, or a TLS connection: a thread's work
+        if start:
+            self._start_reader()
+
+    def _start_reader(self) -> None:
+        """Start the reader thread unless it runs: it reads a TLS connection or reconnects."""
+        with self._lock:
+            if self._reader_running or self._closing.is_set():
+                return
+            self._reader_running = True
+            self._reader = thread = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
+        thread.start()
 
     # --- connecting --------------------------------------------------------------------
     def _connect_once(self) -> None:
@@ -233,13 +251,21 @@ class Engine:
             ws.shutdown()  # type: ignore[no-untyped-call]
             raise ConnectionError(f"cannot connect to {self.url}: {exc}") from None
         ws.settimeout(None)
+        frames = FrameReader(_sock_of(ws), busy=self._busy)
+        hub_reader = None if isinstance(ws.sock, ssl.SSLSocket) else HubReader(self, ws, frames)
         with self._lock:
             self._ws = ws
-            self._frames = FrameReader(_sock_of(ws), busy=self._busy)
+            self._frames = frames
             self._cipher = cipher
+            self._hub_reader = hub_reader
             self._last_seen = self._last_sent = time.monotonic()
-        with self._role_cond:
-            self._reader_wanted = True  # read a new connection at once
+        if hub_reader is not None:
+            hub_reader.attach()
+        with self._role_cond:  # read a new connection at once
+            if self._role is None:
+                self._reader_takes()
+            else:
+                self._reader_wanted = True
         self._set_functions(functions)
         self._ever_connected = True
         self._connected.set()
@@ -290,7 +316,7 @@ class Engine:
             ws, cipher = self._ws, self._cipher
             # A big frame is written by its own thread, never left to a writer that may be
             # a reading thread sending a pong; and the queue is bounded (back-pressure).
-            if self._writing:
+            if self._writing and not hub().is_leader():  # the hub never waits (it reads for all)
                 big = any(len(p) + _SEAL_MARGIN > _BATCH_LIMIT for p in payloads)
                 while self._writing and (big or self._out_bytes >= _QUEUE_LIMIT):
                     self._writer_waited = True
@@ -456,9 +482,8 @@ class Engine:
         giving up the role looks at the table after: one of the two always wakes it.
         """
         with self._role_cond:
-            if not self._reader_wanted:
-                self._reader_wanted = True
-                self._role_cond.notify()
+            if self._role is None:
+                self._reader_takes()
 
     @property
     def in_flight(self) -> int:
@@ -489,9 +514,8 @@ class Engine:
                 if role is _READER and not isinstance(ws and ws.sock, ssl.SSLSocket):
                     self._loop_wanted = loop
                     self._leader_seen = True
-                elif role is None and not self._reader_wanted:
-                    self._reader_wanted = True
-                    self._role_cond.notify()
+                elif role is None:
+                    self._reader_takes()
                 return
         reader.start()
 
@@ -528,9 +552,88 @@ class Engine:
                 return
             self._role = None
             reader.frames.incremental = False
-            if len(self._pending) or self._frames is not reader.frames:
+            self._role_freed(reader.frames)
+
+    # --- the reader's role (the hub, or a TLS connection's thread) -------------------
+    def _reader_takes(self) -> None:
+        """(Under the role lock, the role free.) The reader takes the role: the hub reads
+        a plain connection from now on; a TLS connection's thread is told to."""
+        hub_reader = self._hub_reader
+        if hub_reader is None or self._closing.is_set():
+            if not self._reader_wanted:
                 self._reader_wanted = True
                 self._role_cond.notify()
+            return
+        self._role = _READER
+        self._reader_wanted = self._leader_seen = False
+        hub_reader.frames.incremental = True  # the hub never blocks, in a big frame neither
+        hub_reader.watch(True)
+
+    def _role_freed(self, frames: FrameReader) -> None:
+        """(Under the role lock.) A holder let the role go: the reader takes it at once if
+        replies are awaited (or the connection changed), else after a while."""
+        if len(self._pending) or self._frames is not frames:
+            self._reader_takes()
+        elif self._hub_reader is not None:
+            self._hub_reader.free_since = time.monotonic()
+
+    @property
+    def reading_role(self) -> str:
+        """Who reads the connection now: ``'hub'`` (or ``'reader-thread'`` on TLS),
+        ``'caller'`` (a blocking caller reading its own reply), ``'loop'`` (an event
+        loop with calls in flight), or ``'none'``."""
+        role = self._role
+        if role is None:
+            return "none"
+        if role is _READER:
+            return "hub" if self._hub_reader is not None else "reader-thread"
+        return "loop" if isinstance(role, LoopReader) else "caller"
+
+    def reader_holds(self, frames: FrameReader) -> bool:
+        """(Hub.) True if the reader holds the role on the connection *frames* reads."""
+        return self._role is _READER and self._frames is frames
+
+    def reader_handled(self, hub_reader: HubReader) -> None:
+        """(Hub, after handling what arrived.) Step aside once a blocking caller has been
+        answered and nothing else is in flight, or for an event loop that wants to read."""
+        if not self._leader_seen or (self._loop_wanted is None and len(self._pending)):
+            return
+        handover: LoopReader | None = None
+        with self._role_cond:
+            if self._role is not _READER:
+                return
+            self._role = None
+            hub_reader.watch(False)
+            loop, self._loop_wanted = self._loop_wanted, None
+            if loop is not None and not loop.is_closed() and not self._closing.is_set():
+                handover = self._role = LoopReader(self, loop, hub_reader.ws, hub_reader.frames)
+            else:
+                self._role_freed(hub_reader.frames)
+        if handover is not None:
+            try:
+                handover.loop.call_soon_threadsafe(handover.start)
+            except RuntimeError:  # the loop closed meanwhile
+                handover.revoke()
+
+    def reader_tick(self, hub_reader: HubReader, now: float) -> None:
+        """(Hub, periodically.) Take the role back once it has been free a while: an idle
+        connection is read (keepalive, pushed function lists)."""
+        if self._role is None and now - hub_reader.free_since >= _STEP_ASIDE:
+            with self._role_cond:
+                if self._role is None and self._hub_reader is hub_reader:
+                    self._reader_takes()
+
+    def _detach_hub_reader(self, frames: FrameReader | None) -> None:
+        """Stop the hub reading the connection (*frames*'s, or any): before its socket closes."""
+        with self._lock:
+            hub_reader = self._hub_reader
+            if hub_reader is None or (frames is not None and hub_reader.frames is not frames):
+                return
+            self._hub_reader = None
+        hub_reader.detach()
+        with self._role_cond:
+            if self._role is _READER:
+                self._role = None
 
     # --- blocking callers --------------------------------------------------------------
     def wait(self, call: BlockingCall, limit: float | None) -> Any:
@@ -566,13 +669,14 @@ class Engine:
                     self._leader_seen = True  # it steps aside once it has answered us
                 return  # the thread holding the role settles fut; we wait on it
             self._role = threading.get_ident()
+            frames.incremental = False  # a big reply is received straight into its buffer
         reason: str | None = None
         clean = True  # only while waiting for data does an interruption lose nothing
         try:
             try:
                 while True:
                     clean = False  # parsing (a big payload is received in pop) and handling
-                    reason = self._handle_buffered(ws, frames, deadline)
+                    reason = self.handle_buffered(ws, frames, deadline)
                     if reason is not None or fut.settled:
                         break
                     clean = True
@@ -584,20 +688,17 @@ class Engine:
                             break  # out of time: wait() expires the call
                     frames.fill()
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-                reason = self._why_lost(exc)
+                reason = self.why_lost(exc)
             except BaseException:
                 if not clean:  # a frame may be half read or handled: start afresh on a new connection
                     _shutdown(ws)
                 raise
             if reason is not None and not self._closing.is_set():
-                self._lost(reason, frames)
+                self.lost(reason, frames)
         finally:
             with self._role_cond:
                 self._role = None
-                if len(self._pending) or self._frames is not frames:
-                    # others wait for replies (or the connection ended): the reader takes over
-                    self._reader_wanted = True
-                    self._role_cond.notify()
+                self._role_freed(frames)
 
     def _flush_unsent(self) -> None:
         with self._lock:
@@ -654,20 +755,30 @@ class Engine:
 
     # --- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
+        """The reader thread: reads a TLS connection, or reconnects; it ends once a plain
+        connection is up (the hub reads it) or the proxy gives up."""
         try:
             while not self._closing.is_set():
-                ws, frames = self._ws, self._frames
+                with self._lock:
+                    ws, frames = self._ws, self._frames
+                    if ws is not None and self._hub_reader is not None:
+                        self._reader_running = False  # the hub reads it; lost() starts us again
+                        return
                 if ws is not None and frames is not None:
                     reason = self._read_connection(ws, frames)
                     if self._closing.is_set():
                         return
                     if reason is not None:  # else a blocking caller noticed the end
-                        self._lost(reason, frames)
+                        self.lost(reason, frames)
                 if not self.reconnect or not self._reconnect():
                     return
         except Exception:  # top of the reader thread: log it and fail what waits
             log.exception("easyrpc reader thread failed")
-            self._lost("internal error in the reader thread", None)
+            self.lost("internal error in the reader thread", None)
+        finally:
+            with self._lock:
+                if self._reader is threading.current_thread():
+                    self._reader_running = False
 
     def _read_connection(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
         """Read and handle frames while holding the reading role, until the connection
@@ -712,16 +823,16 @@ class Engine:
         caller has been answered and nothing else is in flight, None (step aside)."""
         try:
             while True:
-                reason = self._handle_buffered(ws, frames)
+                reason = self.handle_buffered(ws, frames)
                 if reason is not None:
                     return reason
                 if self._leader_seen and (self._loop_wanted is not None or not len(self._pending)):
                     return None
                 frames.fill()
         except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-            return self._why_lost(exc)
+            return self.why_lost(exc)
 
-    def _handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader,
+    def handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader,
                          deadline: float | None = None) -> str | None:
         """Handle every complete message received so far (whoever holds the reading role);
         the reason if one ends the connection. A big frame arriving is read until
@@ -732,7 +843,7 @@ class Engine:
                 return reason
         return None
 
-    def _why_lost(self, exc: Exception) -> str:
+    def why_lost(self, exc: Exception) -> str:
         """Why reading failed, as the reason a connection ended."""
         if isinstance(exc, ProtocolError):
             log.warning("bad frame from %s: %s; dropping the connection", self.url, exc)
@@ -805,14 +916,16 @@ class Engine:
                 if self._room_waiters:
                     self._room.notify()
 
-    def _lost(self, reason: str, frames: FrameReader | None) -> None:
+    def lost(self, reason: str, frames: FrameReader | None) -> None:
         with self._lock:
             if frames is not None and self._frames is not frames:
                 return  # already handled
             self._connected.clear()
             ws, self._ws = self._ws, None
-            self._frames = None
+            old_frames, self._frames = self._frames, None
             self._cipher = None
+        if old_frames is not None:
+            self._detach_hub_reader(old_frames)
         if ws is not None:
             _shutdown(ws)
             ws.shutdown()  # type: ignore[no-untyped-call]
@@ -823,6 +936,8 @@ class Engine:
                 self._gone = f"{self.url}: {reason} (the proxy does not reconnect)"
         self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
         _notify(self._lost_listeners, "connection-lost")
+        if self.reconnect and not self._closing.is_set():
+            self._start_reader()  # a no-op when it runs (a TLS connection's reader reconnects)
 
     def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
         with self._lock:

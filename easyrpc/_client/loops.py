@@ -182,9 +182,9 @@ class LoopReader:
                 if not frames.wait_readable(0):
                     return
                 frames.fill()
-                reason = engine._handle_buffered(self.ws, frames)
+                reason = engine.handle_buffered(self.ws, frames)
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-                reason = engine._why_lost(exc)
+                reason = engine.why_lost(exc)
             except BaseException:  # Ctrl-C on the loop: a frame may be half handled
                 shutdown(self.ws)
                 raise
@@ -194,7 +194,7 @@ class LoopReader:
             self.revoked = True
             self.stop()
         if not engine.closed:
-            engine._lost(reason, frames)
+            engine.lost(reason, frames)
         engine._release(self)
 
     def stop(self) -> None:

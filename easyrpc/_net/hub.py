@@ -93,12 +93,15 @@ class Hub:
         self.watch = InlineWatch(self, f"{name}-watchdog")
 
     # --- membership (any thread) ---------------------------------------------------------
-    def add(self, peer: HubPeer) -> None:
-        """Serve *peer* from now on; what it has buffered already is handled first."""
+    def add(self, peer: HubPeer, *, read: bool = True) -> None:
+        """Serve *peer* from now on; what it has buffered already is handled first. With
+        ``read=False`` its socket is not watched until :meth:`interest` says so."""
         with self._lock:
-            self._events[peer] = selectors.EVENT_READ
-            self._pending.add(peer)
-            self._selector.register(peer.fileno(), selectors.EVENT_READ, peer)
+            events = selectors.EVENT_READ if read else 0
+            self._events[peer] = events
+            if read:
+                self._pending.add(peer)
+                self._selector.register(peer.fileno(), events, peer)
             if not self._leader:
                 self._start_leader()
         self._wake()
@@ -137,11 +140,15 @@ class Hub:
                 self._selector.unregister(peer.fileno())
         self._wake()
 
-    def pend(self, peer: HubPeer) -> None:
-        """*peer* has messages received but not yet handled (the leader handles them)."""
+    def pend(self, peer: HubPeer, *, wake: bool = False) -> None:
+        """*peer* has messages received but not yet handled (the leader handles them;
+        *wake* it if this thread is not the leader)."""
         with self._lock:
-            if peer in self._events:
-                self._pending.add(peer)
+            if peer not in self._events:
+                return
+            self._pending.add(peer)
+        if wake:
+            self._wake()
 
     @property
     def peer_count(self) -> int:

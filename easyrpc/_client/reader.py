@@ -1,0 +1,104 @@
+"""A proxy's connection read by the process's hub while nobody else reads it.
+
+Reading a proxy's socket is a role (see :mod:`.engine`): a blocking caller waiting for
+its own reply holds it, or an event loop with calls in flight, or else *the reader*.
+The reader used to be a thread per proxy; now it is the process's I/O hub
+(:mod:`easyrpc._net.hub`), which reads every proxy's connection (and every server
+connection) from one thread: a process holding 500 proxies runs a fixed number of
+easyrpc threads. The hub watches a connection's socket only while the reader holds
+the role, and steps aside (the same rule as before) once it has answered a caller that
+wants to read.
+
+A TLS connection keeps a reading thread of its own: a TLS record can arrive in pieces,
+and reading a partial one blocks, which must never happen to the hub.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import websocket
+
+from .._net.hub import hub
+from .._spin import BusyPoll
+from .._transport import FrameReader
+from ..exceptions import ProtocolError
+from .sock import sock_of
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["HubReader"]
+
+
+class HubReader:
+    """The hub's side of one (plain TCP) connection of a proxy."""
+
+    def __init__(self, engine: Engine, ws: websocket.WebSocket, frames: FrameReader) -> None:
+        self.engine = engine
+        self.ws = ws
+        self.frames = frames
+        self._fd = sock_of(ws).fileno()
+        self.free_since = time.monotonic()  # when the reading role was last let go
+
+    @property
+    def tick(self) -> float:
+        return self.engine.tick
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def attach(self) -> None:
+        """Let the hub serve this connection (watched once the reader holds the role)."""
+        hub().add(self, read=False)
+
+    def detach(self) -> None:
+        """Stop serving it (before its socket is closed)."""
+        hub().remove(self)
+
+    def watch(self, reading: bool) -> None:
+        """Have the hub read the socket (the reader holds the role) or leave it alone."""
+        hub().interest(self, read=reading, write=False)
+        if reading:
+            hub().pend(self, wake=True)  # what the last holder left received is handled first
+
+    # --- the hub's peer ----------------------------------------------------------------
+    def busy_poll(self) -> BusyPoll | None:
+        return None  # a proxy's lone caller polls its own reply (it holds the role)
+
+    def on_writable(self) -> None:
+        pass
+
+    def on_readable(self) -> None:
+        if not self.engine.reader_holds(self.frames):
+            return
+        try:
+            if not self.frames.receive_ready():
+                return
+        except OSError as exc:  # ConnectionError at EOF
+            self._end(self.engine.why_lost(exc))
+            return
+        self._handle()
+
+    def on_buffered(self) -> None:
+        if self.engine.reader_holds(self.frames):
+            self._handle()
+
+    def _handle(self) -> None:
+        engine = self.engine
+        try:
+            reason = engine.handle_buffered(self.ws, self.frames)
+        except (ProtocolError, OSError) as exc:
+            reason = engine.why_lost(exc)
+        if reason is not None:
+            self._end(reason)
+        else:
+            engine.reader_handled(self)
+
+    def on_timer(self, now: float) -> None:
+        self.engine.reader_tick(self, now)
+
+    def _end(self, reason: str) -> None:
+        if not self.engine.closed:
+            self.engine.lost(reason, self.frames)
