@@ -1,32 +1,10 @@
-"""WebSocket frame headers (RFC 6455 §5.2) for complete, lock-guarded sends. Sans-I/O.
+"""Where frame building used to live; it is in :mod:`easyrpc._core.frames` now.
 
-simple-websocket's ``send()`` writes with ``sock.send`` (which may write only part of a
-big frame) and takes no lock; easyrpc frames its own messages and writes them whole with
-``sendall`` under a per-connection lock. Unmasked, uncompressed frames are valid for a
-server whatever extensions were negotiated (RSV1 clear means "not compressed").
+Kept as re-exports so that code written against the old location still imports.
 """
 
 from __future__ import annotations
 
-import struct
+from ._core.frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload, frame_header
 
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-
-_H16 = struct.Struct("!BBH")
-_H64 = struct.Struct("!BBQ")
-
-
-def frame_header(opcode: int, length: int) -> bytes:
-    """Header of one final, unmasked frame carrying *length* payload bytes."""
-    b0 = 0x80 | opcode
-    if length < 126:
-        return bytes((b0, length))
-    if length < 65536:
-        return _H16.pack(b0, 126, length)
-    return _H64.pack(b0, 127, length)
-
-
-def close_payload(code: int, reason: str) -> bytes:
-    return struct.pack("!H", code) + reason.encode("utf-8")[:120]
+__all__ = ["OP_TEXT", "OP_BINARY", "OP_CLOSE", "close_payload", "frame_header"]

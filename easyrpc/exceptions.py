@@ -25,7 +25,6 @@ never were).
 from __future__ import annotations
 
 import builtins
-import threading
 from typing import Any
 
 __all__ = [
@@ -115,8 +114,9 @@ _SPECIAL: dict[str, type[RemoteError]] = {
 # catches it (a for loop, a generator, an async for) would end it silently or crash it.
 _NEVER_MIXED = frozenset({"StopIteration", "StopAsyncIteration", "BaseExceptionGroup", "ExceptionGroup"})
 _OS_FIELDS = ("errno", "strerror", "filename", "filename2")
+# Built once per builtin; no lock (the sans-I/O core imports this module, and no
+# threading): racing threads may each build a class, setdefault keeps one for all.
 _mixins: dict[str, type[RemoteError]] = {}
-_mixins_lock = threading.Lock()
 
 
 def _remote_class(remote_type: str) -> type[RemoteError]:
@@ -128,16 +128,15 @@ def _remote_class(remote_type: str) -> type[RemoteError]:
     builtin = getattr(builtins, remote_type, None) if remote_type.isidentifier() else None
     if not (isinstance(builtin, type) and issubclass(builtin, Exception)):
         return RemoteError
-    with _mixins_lock:
-        cls = _mixins.get(remote_type)
-        if cls is None:
-            try:
-                cls = type(f"Remote{remote_type}", (RemoteError, builtin), {"__module__": __name__})
-                cls("probe", "probe")
-            except (TypeError, ValueError):  # incompatible layout or constructor: plain RemoteError
-                cls = RemoteError
-            _mixins[remote_type] = cls
-        return cls
+    cls = _mixins.get(remote_type)
+    if cls is None:
+        try:
+            cls = type(f"Remote{remote_type}", (RemoteError, builtin), {"__module__": __name__})
+            cls("probe", "probe")
+        except (TypeError, ValueError):  # incompatible layout or constructor: plain RemoteError
+            cls = RemoteError
+        cls = _mixins.setdefault(remote_type, cls)
+    return cls
 
 
 def make_remote_error(

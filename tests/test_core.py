@@ -41,9 +41,7 @@ def test_core_modules_import_no_io(module: str) -> None:
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
-    # exceptions.py guards its class cache with a lock; that is its only thread use
-    allowed = {"threading"} if module == "exceptions.py" else set()
-    assert not (imported & FORBIDDEN) - allowed
+    assert not imported & FORBIDDEN
 
 
 def test_public_all_lists_exist() -> None:

@@ -33,7 +33,7 @@ from flask_sock import Sock
 
 from easyrpc import CallTimeout, ConnectionLost
 from easyrpc._client import Engine
-from easyrpc._frames import frame_header
+from easyrpc._core.frames import frame_header
 from easyrpc._spin import BusyPoll
 from easyrpc._transport import (
     OP_BINARY,

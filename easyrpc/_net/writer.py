@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .._frames import frame_header
+from .._core.frames import frame_header
 
 __all__ = ["QUEUE_LIMIT", "SMALL_FRAME", "FrameWriter"]
 

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from simple_websocket import ConnectionClosed
 
 from .. import _protocol as proto
-from .._frames import OP_BINARY, OP_CLOSE, OP_TEXT, close_payload, frame_header
+from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
+from .._core.keepalive import Drop, Keepalive
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .._pool import PoolClosed
 from .._spin import BusyPoll
-from .._transport import OP_PING, OP_PONG, FrameError
 from ..exceptions import ProtocolError, SerializationError
 from .handshake import Handshake, Stop
 from .owner import SocketOwner
@@ -67,9 +67,7 @@ class ServerConnection(Handshake):
         self._lock = threading.Lock()  # the task table
         self._idle = threading.Condition(self._lock)
         self._tasks: dict[int, CallTask | StreamTask] = {}
-        self._ping_token = 0
-        self._ping_pending = False
-        self._last_seen = self._last_ping = time.monotonic()  # when the peer was last heard; our last ping
+        self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
         self._closed_at: float | None = None
         self._done = threading.Event()  # reading is over: the handler thread tears down
 
@@ -320,30 +318,22 @@ class ServerConnection(Handshake):
     # --- messages ----------------------------------------------------------------------
     def alive(self) -> None:
         """Bytes arrived: the peer is alive, whatever it is sending."""
-        self._last_seen = time.monotonic()
-        self._ping_pending = False
+        self._keepalive_policy.received(time.monotonic())
 
     def _keepalive(self, now: float) -> bool:
-        """Ping a quiet peer, drop a silent one; False once dropped.
-
-        Only silence counts: any byte received is a sign of life, a big message still
-        arriving included (its sender's pong would wait behind it). We also ping when we
-        have sent nothing for ``ping_interval``, so a peer sending us a big message hears
-        from us while its own ping waits behind that message. (On the inbox path only
-        whole messages are seen.)
+        """Ping a quiet peer, drop a silent one (the rules: ``_core.keepalive``); False
+        once dropped. Bytes of a big frame received inside a read count as life too
+        (``FrameReader.last_recv``). On the inbox path only whole messages are seen.
         """
-        server = self.server
-        silent = now - max(self._last_seen, self._frames.last_recv)
-        if silent >= server.ping_interval + server.ping_timeout:
-            self.log.warning("connection %s silent for %.1f s; dropped", self.cid, silent)
+        policy = self._keepalive_policy
+        policy.sent(self._writer.last_sent)  # noted by whichever thread wrote
+        action = policy.due(now, self._frames.last_recv)
+        if isinstance(action, Drop):
+            self.log.warning("connection %s silent for %.1f s; dropped", self.cid, action.silent)
             self._kill()
             return False
-        quiet = now - self._writer.last_sent >= server.ping_interval and now - self._last_ping >= server.ping_interval
-        if (silent >= server.ping_interval and not self._ping_pending) or quiet:
-            self._ping_pending = True
-            self._ping_token += 1
-            self._last_ping = now
-            self.send(proto.encode("ping", t=self._ping_token))
+        if action is not None:
+            self.send(proto.encode("ping", t=action.token))
         return True
 
     def _on_message(self, opcode: int, data: bytes) -> bool:

@@ -16,9 +16,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
+from .._core.frames import OP_CLOSE, OP_PING, OP_PONG, FrameError
 from .._handshake import FrameCipher, new_nonce
 from .._spin import busy_policy
-from .._transport import OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader
+from .._transport import FrameReader
 from ..exceptions import AuthenticationError, ProtocolError
 from .owner import CloseSignal, Inbox
 
