@@ -33,6 +33,7 @@ from typing import Any
 import websocket
 
 from .. import _protocol as proto
+from .._core.keepalive import Drop, Keepalive
 from .._handshake import FrameCipher, Secret, new_nonce
 from .._net.hub import hub
 from .._signature import FunctionSpec, spec_from_description
@@ -137,10 +138,7 @@ class Engine:
         self._dispatch = dispatcher()
         # how often the dispatcher runs this proxy's checks (keepalive, a stalled loop)
         self.tick = max(0.05, min(_LOOP_STALL, ping_interval / 4, ping_timeout / 4))
-        self._ping_sent_at: float | None = None
-        self._last_seen = time.monotonic()
-        self._last_sent = self._last_seen  # when our last write ended (the keepalive pings when quiet)
-        self._ping_token = 0
+        self._keepalive_policy = Keepalive(ping_interval, ping_timeout, time.monotonic())  # per connection
         self.cid = ""
         self.functions: dict[str, FunctionSpec] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -258,7 +256,9 @@ class Engine:
             self._frames = frames
             self._cipher = cipher
             self._hub_reader = hub_reader
-            self._last_seen = self._last_sent = time.monotonic()
+            self._keepalive_policy = Keepalive(self.ping_interval, self.ping_timeout, time.monotonic())
+        # the welcome's list first: a list the server pushes next must not be overwritten by it
+        self._set_functions(functions)
         if hub_reader is not None:
             hub_reader.attach()
         with self._role_cond:  # read a new connection at once
@@ -266,7 +266,6 @@ class Engine:
                 self._reader_takes()
             else:
                 self._reader_wanted = True
-        self._set_functions(functions)
         self._ever_connected = True
         self._connected.set()
         self._flush_unsent()
@@ -382,7 +381,7 @@ class Engine:
                 continue  # the socket failed: what was queued for it is dropped
             try:
                 write_items(sock, items, _JOIN_ALL)  # big frames are callables here
-                self._last_sent = time.monotonic()
+                self._keepalive_policy.sent(time.monotonic())
             except OSError as exc:
                 error = exc
                 try:
@@ -852,7 +851,7 @@ class Engine:
 
     def _on_message(self, ws: websocket.WebSocket, opcode: int, data: bytes) -> str | None:
         """Handle one message; the reason if it ends the connection."""
-        self._last_seen = time.monotonic()
+        self._keepalive_policy.received(time.monotonic())
         if opcode == OP_PING:
             self._write(ws, frame_bytes(OP_PONG, bytes(data[:125])))
             return None
@@ -997,26 +996,18 @@ class Engine:
         self._keepalive(now)
 
     def _keepalive(self, now: float) -> None:
-        # Only silence counts. Any byte from the server is a sign of life, a big message
-        # still arriving included (a pong would wait behind it). We ping a quiet server,
-        # and ping when we have sent nothing for a while: a server sending us a big
-        # message hears from us, as we do from it.
+        """Ping a quiet server, drop a silent one (the rules: ``_core.keepalive``)."""
         frames = self._frames
         if not self._connected.is_set() or frames is None:
             return
-        seen = max(self._last_seen, frames.last_recv)
-        silent = now - seen
-        sent_at = self._ping_sent_at
-        if silent >= self.ping_interval + self.ping_timeout:
-            log.warning("no reply from %s for %.1f s; reconnecting", self.url, silent)
+        action = self._keepalive_policy.due(now, frames.last_recv)
+        if isinstance(action, Drop):
+            log.warning("no reply from %s for %.1f s; reconnecting", self.url, action.silent)
             ws = self._ws
             if ws is not None:
                 _shutdown(ws)
-        elif (silent >= self.ping_interval and (sent_at is None or sent_at < seen)) or (
-                now - self._last_sent >= self.ping_interval and (sent_at is None or now - sent_at >= self.ping_interval)):
-            self._ping_token += 1
-            self._ping_sent_at = now
-            self.send_quiet(proto.encode("ping", t=self._ping_token))
+        elif action is not None:
+            self.send_quiet(proto.encode("ping", t=action.token))
 
     @staticmethod
     def settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
