@@ -569,12 +569,26 @@ class Engine:
         hub_reader.watch(True)
 
     def _role_freed(self, frames: FrameReader) -> None:
-        """(Under the role lock.) A holder let the role go: the reader takes it at once if
-        replies are awaited (or the connection changed), else after a while."""
+        """(Under the role lock.) A holder let the role go: the reader takes it if replies
+        are awaited (or the connection changed), else after a while. Not at once: the
+        hub takes it when it next runs, so a caller whose call was just answered and
+        calls again meanwhile reads its own reply (no thread hand-off for it)."""
+        hub_reader = self._hub_reader
         if len(self._pending) or self._frames is not frames:
-            self._reader_takes()
-        elif self._hub_reader is not None:
-            self._hub_reader.free_since = time.monotonic()
+            if hub_reader is None:
+                self._reader_takes()
+            else:
+                self._reader_wanted = True
+                hub_reader.claim_soon()
+        elif hub_reader is not None:
+            hub_reader.free_since = time.monotonic()
+
+    def reader_claim(self, hub_reader: HubReader) -> None:
+        """(Hub.) Take the role if it is free and the reader is wanted."""
+        if self._role is None and self._reader_wanted:
+            with self._role_cond:
+                if self._role is None and self._reader_wanted and self._hub_reader is hub_reader:
+                    self._reader_takes()
 
     @property
     def reading_role(self) -> str:

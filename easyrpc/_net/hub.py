@@ -29,7 +29,6 @@ import threading
 import time
 from typing import Any, Protocol
 
-from .._spin import BusyPoll
 from ._inline import InlineWatch
 
 __all__ = ["Hub", "HubPeer", "Retired", "hub"]
@@ -50,26 +49,13 @@ class HubPeer(Protocol):
     def on_buffered(self) -> None: ...  # handle messages received but not handled yet
     def on_writable(self) -> None: ...  # write what the socket would not take before
     def on_timer(self, now: float) -> None: ...  # keepalive and close deadlines
-    def busy_poll(self) -> BusyPoll | None: ...  # its busy-poll policy, while it may poll
+    def poll_briefly(self) -> bool: ...  # busy-poll its socket for a moment (see _spin)
 
 
 class Retired(BaseException):
     """Raised in a thread that ran a call on the spot and lost the leader role meanwhile:
     it unwinds to the top of the thread, which ends (a BaseException so that no handler
     of a connection's message takes it for that message's failure)."""
-
-
-class _SelectorPoll:
-    """``poll(0)`` over the hub's selector, for :meth:`BusyPoll.poll` (level-triggered:
-    what it sees is seen again by the loop's next ``select``)."""
-
-    __slots__ = ("_selector",)
-
-    def __init__(self, selector: selectors.BaseSelector) -> None:
-        self._selector = selector
-
-    def poll(self, timeout: int) -> bool:
-        return bool(self._selector.select(0))
 
 
 class Hub:
@@ -79,6 +65,9 @@ class Hub:
         self._name = name
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
+        # epoll and kqueue apply a change made while the loop waits in them at once
+        self._live_changes = isinstance(self._selector, (
+            getattr(selectors, "EpollSelector", ()), getattr(selectors, "KqueueSelector", ())))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -89,7 +78,6 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self._count = 0
         self._last: HubPeer | None = None  # the peer that got data last (busy polling)
-        self._poll = _SelectorPoll(self._selector)
         self.watch = InlineWatch(self, f"{name}-watchdog")
 
     # --- membership (any thread) ---------------------------------------------------------
@@ -138,7 +126,8 @@ class Hub:
                 self._selector.modify(peer.fileno(), events, peer)
             else:
                 self._selector.unregister(peer.fileno())
-        self._wake()
+        if not self._live_changes:
+            self._wake()  # a poll or select selector sees the change on its next call only
 
     def pend(self, peer: HubPeer, *, wake: bool = False) -> None:
         """*peer* has messages received but not yet handled (the leader handles them;
@@ -243,7 +232,9 @@ class Hub:
                 if not self._events:
                     self._leader = 0
                     return
-                pending, self._pending = self._pending, set()
+                pending = self._pending
+                if pending:
+                    self._pending = set()
             for peer in pending:
                 self._last = peer
                 _safely(peer.on_buffered)
@@ -252,9 +243,7 @@ class Hub:
                 next_sweep = now + self._sweep(now)
             timeout = 0.0 if self._pending else max(0.0, next_sweep - now)
             if timeout and self._last is not None:
-                policy = self._last.busy_poll()
-                if policy is not None:
-                    policy.poll(self._poll)  # type: ignore[arg-type]
+                self._last.poll_briefly()  # a sequential caller's next request is due soon
             for key, mask in self._selector.select(timeout):
                 peer = key.data
                 if peer is None:

@@ -77,10 +77,40 @@ class FrameWriter:
                         break
             if self.closed:
                 return False
-            self._append(opcode, seal(payload) if seal is not None else payload)
-            if not self._become_writer():
-                return True  # the writer sends it
+            data = seal(payload) if seal is not None else payload
+            if self._writing or self._out or len(data) >= SMALL_FRAME:
+                self._append(opcode, data)
+                if not self._become_writer():
+                    return True  # the writer sends it
+                frame = b""
+            else:  # the common case: a lone small frame, nobody writing; no queue at all
+                self._writing = True
+                frame = frame_header(opcode, len(data)) + data
+        if frame:
+            self._write_one(frame)
         return self._write_queued()
+
+    def _write_one(self, frame: bytes) -> None:
+        """(The writer.) Write one small frame straight away; a non-blocking writer leaves
+        what the socket does not take to the queue's writing, which follows."""
+        try:
+            if self._nonblocking():
+                try:
+                    sent = self._sock.send(frame, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+            else:
+                self._sock.sendall(frame)
+                sent = len(frame)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if sent:
+            self.last_sent = time.monotonic()
+        if sent < len(frame):
+            with self._lock:
+                self._unsent.append(memoryview(frame)[sent:])
+                self._unsent_bytes += len(frame) - sent
 
     def send_last(self, item: Item) -> bool:
         """Queue a final frame (a close), after everything queued before it; no frame is
@@ -173,15 +203,19 @@ class FrameWriter:
                 elif not self._write_some():
                     return True  # the hub writes the rest when the socket is writable
             except OSError as exc:
-                with self._lock:
-                    first = not self._failed
-                    self._failed = True
-                    self.closed = True
-                    self._out, self._out_bytes = [], 0
-                    self._unsent.clear()
-                    self._unsent_bytes = 0
-                if first:
-                    self._on_error(exc)
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """A write failed: the socket is broken; drop what is queued, say so once."""
+        with self._lock:
+            first = not self._failed
+            self._failed = True
+            self.closed = True
+            self._out, self._out_bytes = [], 0
+            self._unsent.clear()
+            self._unsent_bytes = 0
+        if first:
+            self._on_error(exc)
 
     def _write_blocking(self, items: list[Item]) -> None:
         """Write *items* with ``sendall``: short frames joined, long ones as they are, a

@@ -33,7 +33,6 @@ from .._core.keepalive import Drop, Keepalive
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .._pool import PoolClosed
-from .._spin import BusyPoll
 from ..exceptions import ProtocolError, SerializationError
 from .handshake import Handshake, Stop
 from .owner import SocketOwner
@@ -227,9 +226,10 @@ class ServerConnection(Handshake):
     def fileno(self) -> int:
         return self._fd
 
-    def busy_poll(self) -> BusyPoll | None:
-        """Its busy-poll policy while no call runs (a sequential caller's next call is due)."""
-        return None if self._tasks else self._frames.busy
+    def poll_briefly(self) -> bool:
+        """(Hub, before it sleeps, this connection having received last.) With no call
+        running, a sequential caller's next call is due: poll for it a moment (``_spin``)."""
+        return not self._tasks and self._frames.busy_poll()
 
     def on_readable(self) -> None:
         if self._done.is_set() or self._backed_up():
