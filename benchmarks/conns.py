@@ -3,6 +3,7 @@
     python benchmarks/conns.py [--conns 1,16,128,512] [--seconds 4] [--warmup 1]
                                [--systems easyrpc,grpc] [--easyrpc-path DIR]
     python benchmarks/conns.py --hold 2000 [--systems ...]
+    python benchmarks/conns.py ... --server gthread|gevent|werkzeug [--threads N]
 
 For each N and each system: ONE server process on 127.0.0.1, then TWO client processes
 (``_conns_client.py``) holding N/2 connections each (N=1: one process with one), one
@@ -30,6 +31,12 @@ Servers:
   Whatever ``easyrpc`` this interpreter imports is measured; ``--easyrpc-path DIR`` puts
   DIR first on the server's and clients' PYTHONPATH (A/B runs of two checkouts). The
   module each side loads and its checkout's commit are recorded.
+  ``--server gthread`` or ``--server gevent`` serves the same app under gunicorn
+  instead (1 worker, ``-k gthread --threads N`` or ``-k gevent``; ``--threads`` also
+  sets ``--worker-connections``, which bounds both worker classes, default 1000): this
+  process opens the listening socket on a free port and passes it down (``fd://``), and
+  the worker prints ``READY <port>`` once it has loaded the app. gunicorn is stopped by
+  its arbiter's PID (SIGTERM, then SIGKILL); the arbiter stops its worker.
 - gRPC: ``systems/grpc_bench.py`` (grpcio sync server, generic handlers, JSON) in the
   ``.venvs/grpc`` venv (built by ``harness/envs.py`` if needed), with
   ``max_workers = N + 8``: a sync gRPC server runs each RPC on one pool thread, so N
@@ -49,7 +56,8 @@ Every process runs on 127.0.0.1, every wait is bounded, and every process is sto
 through its own Popen handle (stdin closed, then terminate, then kill). This process and
 its children raise the soft RLIMIT_NOFILE to the hard limit.
 
-Writes ``benchmarks/results/conns.json`` and ``conns.md`` (``conns-hold.*`` for --hold);
+Writes ``benchmarks/results/conns.json`` and ``conns.md`` (``conns-hold.*`` for --hold; a
+``-gthread`` or ``-gevent`` suffix with --server);
 children's stderr goes to ``benchmarks/results/logs/conns-*.log``.
 """
 
@@ -62,6 +70,7 @@ import os
 import platform
 import queue
 import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -84,6 +93,40 @@ STOP_GRACE = 10.0
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 GRPC_SPARE_WORKERS = 8
 HOLD_SETTLE = 1.0  # seconds between the last client's ready and the reading
+SERVERS = ("werkzeug", "gthread", "gevent")
+# Runs gunicorn on _bench_server.build_app's app: argv = worker class, listening fd,
+# threads/connections. The worker prints READY once the app is loaded (gevent has
+# monkey-patched it by then: the app is loaded in the worker, never preloaded).
+GUNICORN_RUNNER = """
+import sys
+from gunicorn.app.base import BaseApplication
+from gunicorn.config import KNOWN_SETTINGS
+
+kind, fd, capacity = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+port = __import__("socket").socket(fileno=__import__("os").dup(fd)).getsockname()[1]
+
+class BenchApp(BaseApplication):
+    def load_config(self):
+        names = {s.name for s in KNOWN_SETTINGS}
+        options = {"bind": [f"fd://{fd}"], "worker_class": kind, "workers": 1, "timeout": 0,
+                   "graceful_timeout": 5, "keepalive": 30, "backlog": max(2048, capacity),
+                   "worker_connections": capacity, "loglevel": "warning",
+                   "post_worker_init": lambda worker: print(f"READY {port} {worker.pid}", flush=True)}
+        if kind == "gthread":
+            options["threads"] = capacity
+        if "control_socket_disable" in names:
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        import logging
+        import _bench_server
+        logging.getLogger("easyrpc").setLevel(logging.WARNING)
+        return _bench_server.build_app(False)[0]
+
+BenchApp().run()
+"""
 
 
 # --- /proc ------------------------------------------------------------------------------
@@ -133,20 +176,22 @@ class Child:
     """A subprocess with piped stdin/stdout (lines) and stderr to a log; stopped by its handle."""
 
     def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None, *,
-                 stdin_stops: bool = True) -> None:
+                 stdin_stops: bool = True, pass_fds: tuple[int, ...] = (), cwd: Path | None = None) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.stdin_stops = stdin_stops  # False: the end of stdin does not stop it (SIGTERM does)
         self._log: IO[bytes] = log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=env)
+                                     env=env, pass_fds=pass_fds, cwd=cwd)
+        self.worker_pid: int | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._pump = threading.Thread(target=self._read, name=f"pump-{self.proc.pid}", daemon=True)
         self._pump.start()
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The process measured: this one, or the gunicorn worker it reported (``READY <port> <pid>``)."""
+        return self.worker_pid or self.proc.pid
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -245,19 +290,30 @@ class Setup:
     def __init__(self, args: argparse.Namespace) -> None:
         self.env = easyrpc_env(args.easyrpc_path)
         self.grpc_python: str | None = None
+        self.kind = args.server
+        self.capacity = args.threads
         if "grpc" in args.systems:
             self.grpc_python = str(envs.ensure("grpc", LOG_DIR / "venv-grpc.log"))
 
     def server(self, system: str, n: int, tag: str) -> tuple[Child, int]:
-        log = LOG_DIR / f"conns-{tag}-{system}-server.log"
-        if system == "easyrpc":
+        log = LOG_DIR / f"conns-{tag}-{system}{'' if self.kind == 'werkzeug' else '-' + self.kind}-server.log"
+        if system == "easyrpc" and self.kind != "werkzeug":
+            capacity = self.capacity or n + 100
+            listener = socket.create_server(("127.0.0.1", 0), backlog=max(2048, capacity))
+            try:
+                child = Child([sys.executable, "-c", GUNICORN_RUNNER, self.kind, str(listener.fileno()), str(capacity)],
+                              log, self.env, stdin_stops=False, pass_fds=(listener.fileno(),), cwd=BENCH_DIR)
+            finally:
+                listener.close()  # gunicorn holds its own copy
+        elif system == "easyrpc":
             child = Child([sys.executable, str(EASYRPC_SERVER), "--port", "0"], log, self.env)
         else:
             assert self.grpc_python is not None
             child = Child([self.grpc_python, "-E", "-s", str(GRPC_SERVER), "server", "--port", "0",
                            "--workers", str(n + GRPC_SPARE_WORKERS)], log, stdin_stops=False)
         try:
-            port = int(child.expect(STARTUP_TIMEOUT, prefix="READY "))
+            port, *worker = (int(x) for x in child.expect(STARTUP_TIMEOUT, prefix="READY ").split())
+            child.worker_pid = worker[0] if worker else None
         except BaseException:
             child.stop()
             raise
@@ -470,6 +526,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of: easyrpc,grpc")
     parser.add_argument("--easyrpc-path", default=None,
                         help="a checkout put first on the easyrpc server's and clients' PYTHONPATH")
+    parser.add_argument("--server", choices=SERVERS, default="werkzeug",
+                        help="the easyrpc server's WSGI server: werkzeug (threaded, default), or gunicorn "
+                             "with 1 worker of class gthread or gevent")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="gunicorn's --threads (gthread) and --worker-connections (both); "
+                             "default: connections + 100")
     parser.add_argument("--hold", type=int, default=0, metavar="N",
                         help="instead: hold N idle connections (2 processes x N/2), one call each; server RSS/threads")
     args = parser.parse_args(argv)
@@ -502,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": f"{started_at:%Y-%m-%d %H:%M} UTC",
         "nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
         "fd_limit": list(fd_limit), "loadavg_before": [round(x, 2) for x in load_before],
+        "server": args.server if args.server == "werkzeug" else f"gunicorn -k {args.server} -w 1",
     }
     if "easyrpc" in args.systems:
         meta["easyrpc"] = easyrpc_origin(setup.env)
@@ -519,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.get('server_threads', '-')} threads, {r.get('server_tcp', '-')} TCP {r.get('reason', '')}",
                   flush=True)
         table = hold_table(rows)
-        stem = "conns-hold"
+        stem = "conns-hold" + ("" if args.server == "werkzeug" else f"-{args.server}")
         title = f"# {args.hold} idle connections held by one server"
         extra: list[str] = []
     else:
@@ -532,13 +595,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['errors']} errors" if r["status"] == "ok" else r.get("reason", ""))
                 print(f"  N={n:<4} {LABELS[system]:8} {time.monotonic() - t:5.1f}s  {text}", flush=True)
         table = load_table(rows)
-        stem = "conns"
+        stem = "conns" + ("" if args.server == "werkzeug" else f"-{args.server}")
         title = "# Many connections to one server"
         extra = ratio_table(rows) if len(args.systems) == 2 else []
     meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
 
     md = [title, "", f"- date: {meta['date']}; nproc={meta['nproc']}; python {meta['python']}",
-          f"- command: `{meta['command']}`",
+          f"- command: `{meta['command']}`", f"- easyrpc server: {meta['server']}",
           f"- easyrpc: {describe(meta.get('easyrpc'))}; grpcio: {meta.get('grpcio', '-')}",
           f"- load average before: {meta['loadavg_before']}, after: {meta['loadavg_after']}", "", *table]
     if extra:
@@ -547,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         md += ["", "errors (first of each run):", "", *errors]
     print()
-    print("\n".join(md[6:]))
+    print("\n".join(md[7:]))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS_DIR / f"{stem}.md").write_text("\n".join(md) + "\n")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core.frames import OP_CLOSE, OP_PING, OP_PONG, FrameError
 from .._handshake import FrameCipher, new_nonce
+from .._net.green import reading_socket
 from .._spin import busy_policy
 from .._transport import FrameReader
 from ..exceptions import AuthenticationError, ProtocolError
@@ -57,8 +58,9 @@ class Handshake:
         self.log: logging.Logger = server.log
         # how often deadlines are looked at: keepalive, the close wait, the auth deadline
         self.server_tick = max(0.02, min(1.0, server.ping_interval / 2, server.ping_timeout / 2))
-        self._frames = FrameReader(self.sock, server.preauth_max_message, masked=True, tick=self.server_tick,
-                                   on_tick=self.on_tick, busy=busy_policy(server.busy_poll))
+        # (under gevent: a view of the socket whose non-blocking reads never wait, see _net.green)
+        self._frames = FrameReader(reading_socket(self.sock), server.preauth_max_message, masked=True,
+                                   tick=self.server_tick, on_tick=self.on_tick, busy=busy_policy(server.busy_poll))
         self._auth_deadline = 0.0
         self.namespace = ""
         self.cid = ""
