@@ -22,7 +22,6 @@ import asyncio
 import logging
 import random
 import select
-import socket
 import ssl
 import threading
 import time
@@ -33,9 +32,11 @@ from typing import Any
 import websocket
 
 from .. import _protocol as proto
+from .._core.frames import close_payload
 from .._core.keepalive import Drop, Keepalive
 from .._handshake import FrameCipher, Secret, new_nonce
 from .._net.hub import hub
+from .._net.writer import FrameWriter
 from .._signature import FunctionSpec, spec_from_description
 from .._spin import DEFAULT_BUSY_POLL, busy_policy
 from .._transport import (
@@ -45,11 +46,7 @@ from .._transport import (
     OP_PONG,
     OP_TEXT,
     FrameReader,
-    Writable,
     frame_bytes,
-    write_close,
-    write_frame,
-    write_items,
 )
 from ..exceptions import (
     AuthenticationError,
@@ -120,13 +117,8 @@ class Engine:
         self._lock = threading.Lock()  # the request table and connection state
         self._room = threading.Condition(self._lock)  # callers waiting for max_in_flight
         self._room_waiters = 0
-        self._send_lock = threading.Lock()  # the queue of frames to write, in cipher order
-        self._writer_done = threading.Condition(self._send_lock)
-        self._out: list[Writable] = []  # frames, or a big frame's writer
-        self._out_sock: socket.socket | None = None  # the socket the queued frames are for
-        self._writing = False
-        self._writer_waited = False  # threads wait for the writer (room, or its end)
-        self._out_bytes = 0
+        # the connection's writer and cipher, replaced together (one assignment) on connect
+        self._out: tuple[FrameWriter, FrameCipher | None] | None = None
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
         self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
@@ -168,16 +160,11 @@ class Engine:
         with self._lock:
             ws = self._ws
             self._connected.clear()
+        out = self._out
         if ws is not None:
-            with self._send_lock:
-                if self._writing:  # let the writer finish its frame: ours must not split it
-                    self._writer_waited = True
-                    self._writer_done.wait(1.0)
-                if not self._writing:  # else it is stuck: just drop the connection
-                    try:
-                        write_close(_sock_of(ws))
-                    except OSError:
-                        pass
+            # after the frame being written (ours must not split it); a stuck writer: just drop
+            if out is not None and out[0].wait_idle(1.0):
+                out[0].send_last(frame_bytes(OP_CLOSE, close_payload(1000, "")))
             _shutdown(ws)
         self._dispatch.detach(self)
         with self._role_cond:
@@ -249,12 +236,19 @@ class Engine:
             ws.shutdown()  # type: ignore[no-untyped-call]
             raise ConnectionError(f"cannot connect to {self.url}: {exc}") from None
         ws.settimeout(None)
-        frames = FrameReader(_sock_of(ws), busy=self._busy)
-        hub_reader = None if isinstance(ws.sock, ssl.SSLSocket) else HubReader(self, ws, frames)
+        sock = _sock_of(ws)
+        frames = FrameReader(sock, busy=self._busy)
+        tls = isinstance(sock, ssl.SSLSocket)
+        hub_reader = None if tls else HubReader(self, ws, frames)
+        writer = FrameWriter(sock, masked=True, on_error=self._write_failed,
+                             # a TLS socket is never written without blocking (nor read by the hub)
+                             nonblocking=_never if hub_reader is None else hub().is_leader,
+                             want_write=_ignore if hub_reader is None else hub_reader.want_write)
         with self._lock:
             self._ws = ws
             self._frames = frames
             self._cipher = cipher
+            self._out = (writer, cipher)
             self._hub_reader = hub_reader
             self._keepalive_policy = Keepalive(self.ping_interval, self.ping_timeout, time.monotonic())
         # the welcome's list first: a list the server pushes next must not be overwritten by it
@@ -310,86 +304,31 @@ class Engine:
 
     # --- sending -----------------------------------------------------------------------
     def _send(self, *payloads: bytes) -> None:
-        """Send messages in order; small ones in one write. ConnectionLost if not connected."""
-        with self._send_lock:
-            ws, cipher = self._ws, self._cipher
-            # A big frame is written by its own thread, never left to a writer that may be
-            # a reading thread sending a pong; and the queue is bounded (back-pressure).
-            if self._writing and not hub().is_leader():  # the hub never waits (it reads for all)
-                big = any(len(p) + _SEAL_MARGIN > _BATCH_LIMIT for p in payloads)
-                while self._writing and (big or self._out_bytes >= _QUEUE_LIMIT):
-                    self._writer_waited = True
-                    self._writer_done.wait(1.0)
-                    if self._ws is not ws:
-                        break
-            if ws is None or self._ws is not ws or not self._connected.is_set():
-                raise ConnectionLost("not connected")
-            opcode = OP_BINARY if cipher is not None else OP_TEXT
-            frames: list[Writable] = []
-            size = 0
-            for payload in payloads:  # sealed under the lock: queue order is counter order
-                data = cipher.seal(payload) if cipher is not None else payload
-                frames.append(frame_bytes(opcode, data) if len(data) <= _BATCH_LIMIT else _big_frame(opcode, data))
-                size += len(data)
-            if not self._queue_frames(ws, frames, size):
-                return  # the thread writing now sends them
-        self._write_queued()
+        """Send messages in order (the writer joins small ones into one write; the hub
+        never waits, others wait while a big frame is written or too much is queued).
+        ConnectionLost if not connected or the write failed."""
+        out = self._out
+        if out is None or not self._connected.is_set():
+            raise ConnectionLost("not connected")
+        writer, cipher = out
+        if cipher is not None:  # sealed in queue order: the counters stay in step
+            sent = writer.send_many(OP_BINARY, payloads, cipher.seal)
+        else:
+            sent = writer.send_many(OP_TEXT, payloads)
+        if not sent:
+            raise ConnectionLost("not connected")
 
-    def _write(self, ws: websocket.WebSocket, frame: bytes) -> None:
-        """Queue a ready-made small frame (a pong) for *ws*; write it unless another thread is."""
-        with self._send_lock:
-            if not self._queue_frames(ws, [frame], len(frame)):
-                return
-        try:
-            self._write_queued()
-        except ConnectionLost:
-            pass  # the thread reading notices
+    def _send_control(self, opcode: int, payload: bytes) -> None:
+        """Send a control frame (a pong); a lost connection is the reader's to report."""
+        out = self._out
+        if out is not None:
+            out[0].send(opcode, payload)
 
-    def _queue_frames(self, ws: websocket.WebSocket, frames: list[Writable], size: int) -> bool:
-        """Queue *frames* (*size* bytes; under the send lock); True if the caller must now write.
-
-        Writes are combined: the thread that finds nobody writing writes the queue, with
-        what other threads queue meanwhile, in as few ``sendall`` calls as it can; the
-        others return at once. A lone call is written at once, as before.
-        """
-        sock = ws.sock
-        if sock is not self._out_sock:  # a new connection: frames for the old one are void
-            self._out, self._out_sock, self._out_bytes = [], sock, 0
-        self._out.extend(frames)
-        self._out_bytes += size
-        if self._writing:
-            return False
-        self._writing = True
-        return True
-
-    def _write_queued(self) -> None:
-        """Write the queue until it is empty (this thread is the writer)."""
-        error: OSError | None = None
-        while True:
-            with self._send_lock:
-                items, sock = self._out, self._out_sock
-                self._out, self._out_bytes = [], 0
-                done = not items or sock is None
-                if done:
-                    self._writing = False
-                if self._writer_waited:  # senders waiting for room, or for the writer to end
-                    self._writer_waited = False
-                    self._writer_done.notify_all()
-            if done or sock is None:
-                break
-            if error is not None:
-                continue  # the socket failed: what was queued for it is dropped
-            try:
-                write_items(sock, items, _JOIN_ALL)  # big frames are callables here
-                self._keepalive_policy.sent(time.monotonic())
-            except OSError as exc:
-                error = exc
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # the thread reading notices the drop
-                except OSError:
-                    pass
-        if error is not None:
-            raise ConnectionLost(f"send failed: {error}") from None
+    def _write_failed(self, exc: OSError) -> None:
+        """A write failed: shut the socket down, so that whoever reads notices the drop."""
+        ws = self._ws
+        if ws is not None:
+            _shutdown(ws)
 
     def send_quiet(self, payload: bytes) -> None:
         """Send a control message; a lost connection is the reader's to report."""
@@ -601,6 +540,11 @@ class Engine:
         if role is _READER:
             return "hub" if self._hub_reader is not None else "reader-thread"
         return "loop" if isinstance(role, LoopReader) else "caller"
+
+    def writer_of(self, frames: FrameReader) -> FrameWriter | None:
+        """(Hub.) The writer of the connection *frames* reads, if it is still the current one."""
+        out = self._out
+        return out[0] if out is not None and self._frames is frames else None
 
     def reader_holds(self, frames: FrameReader) -> bool:
         """(Hub.) True if the reader holds the role on the connection *frames* reads."""
@@ -867,7 +811,7 @@ class Engine:
         """Handle one message; the reason if it ends the connection."""
         self._keepalive_policy.received(time.monotonic())
         if opcode == OP_PING:
-            self._write(ws, frame_bytes(OP_PONG, bytes(data[:125])))
+            self._send_control(OP_PONG, bytes(data[:125]))
             return None
         if opcode == OP_PONG:
             return None
@@ -937,6 +881,9 @@ class Engine:
             ws, self._ws = self._ws, None
             old_frames, self._frames = self._frames, None
             self._cipher = None
+            out, self._out = self._out, None
+        if out is not None:
+            out[0].close()  # what is queued for the old connection is void
         if old_frames is not None:
             self._detach_hub_reader(old_frames)
         if ws is not None:
@@ -1014,7 +961,11 @@ class Engine:
         frames = self._frames
         if not self._connected.is_set() or frames is None:
             return
-        action = self._keepalive_policy.due(now, frames.last_recv)
+        out = self._out
+        policy = self._keepalive_policy
+        if out is not None:
+            policy.sent(out[0].last_sent)
+        action = policy.due(now, frames.last_recv)
         if isinstance(action, Drop):
             log.warning("no reply from %s for %.1f s; reconnecting", self.url, action.silent)
             ws = self._ws
@@ -1052,11 +1003,12 @@ def _recv_text(ws: websocket.WebSocket) -> bytes:
     return bytes(data)
 
 
-def _big_frame(opcode: int, data: bytes) -> Callable[[socket.socket], None]:
-    """A big frame's writer: masked and written piece by piece, never copied whole."""
-    def write(sock: socket.socket) -> None:
-        write_frame(sock, opcode, data)
-    return write
+def _never() -> bool:
+    return False
+
+
+def _ignore(_: bool) -> None:
+    pass
 
 
 def _readable_now(ws: websocket.WebSocket) -> bool:

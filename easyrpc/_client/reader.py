@@ -42,6 +42,8 @@ class HubReader:
         self.frames = frames
         self._fd = sock_of(ws).fileno()
         self.free_since = time.monotonic()  # when the reading role was last let go
+        self._reading = False  # the reader holds the role: the hub reads the socket
+        self._writing = False  # the writer has bytes the socket would not take
 
     @property
     def tick(self) -> float:
@@ -60,17 +62,25 @@ class HubReader:
 
     def watch(self, reading: bool) -> None:
         """Have the hub read the socket (the reader holds the role) or leave it alone."""
+        self._reading = reading
         the_hub = hub()
-        the_hub.interest(self, read=reading, write=False)
+        the_hub.interest(self, read=reading, write=self._writing)
         if reading and not self.frames.drained():
             the_hub.pend(self, wake=True)  # what the last holder left received is handled first
+
+    def want_write(self, wanted: bool) -> None:
+        """(The writer.) Have the hub finish a write when the socket is writable."""
+        self._writing = wanted
+        hub().interest(self, read=self._reading, write=wanted)
 
     # --- the hub's peer ----------------------------------------------------------------
     def poll_briefly(self) -> bool:
         return False  # a proxy's lone caller polls for its own reply (it holds the role)
 
     def on_writable(self) -> None:
-        pass
+        out = self.engine.writer_of(self.frames)
+        if out is not None:
+            out.resume()
 
     def on_readable(self) -> None:
         # Replies that arrived while the last ones were handled are read at once, without

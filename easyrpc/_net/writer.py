@@ -22,9 +22,10 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._core.frames import frame_header
+from .._transport import frame_bytes, write_frame
 
 __all__ = ["QUEUE_LIMIT", "SMALL_FRAME", "FrameWriter"]
 
@@ -37,7 +38,8 @@ Item = bytes | memoryview | Callable[[socket.socket], None]
 
 
 class FrameWriter:
-    """Queues and writes the frames of one connection (a server's: unmasked).
+    """Queues and writes the frames of one connection: a server's (unmasked) or, with
+    *masked*, a client's (each frame masked with a fresh key, RFC 6455 §5.3).
 
     *nonblocking* says whether the calling thread must not block (the hub's leader);
     *want_write* asks the hub to call :meth:`resume` when the socket is writable (True)
@@ -45,8 +47,10 @@ class FrameWriter:
     """
 
     def __init__(self, sock: socket.socket, *, nonblocking: Callable[[], bool],
-                 want_write: Callable[[bool], None], on_error: Callable[[OSError], None]) -> None:
+                 want_write: Callable[[bool], None], on_error: Callable[[OSError], None],
+                 masked: bool = False) -> None:
         self._sock = sock
+        self._masked = masked
         self._nonblocking = nonblocking
         self._want_write = want_write
         self._on_error = on_error
@@ -65,27 +69,32 @@ class FrameWriter:
 
     # --- queueing ----------------------------------------------------------------------
     def send(self, opcode: int, payload: bytes, seal: Callable[[bytes], bytes] | None = None) -> bool:
-        """Write one frame whole, in order; False if the connection is closed. *seal*
-        (encryption) runs in queue order, so its counters stay in step."""
+        """Write one frame whole, in order; False if the connection is closed (or a write
+        failed). *seal* (encryption) runs in queue order, so its counters stay in step."""
+        return self.send_many(opcode, (payload,), seal)
+
+    def send_many(self, opcode: int, payloads: Sequence[bytes], seal: Callable[[bytes], bytes] | None = None) -> bool:
+        """Write one frame per payload, in order, none interleaved with other frames."""
+        big = any(len(p) >= SMALL_FRAME for p in payloads)
         with self._lock:
-            if self._writing and not self._nonblocking() and (
-                    len(payload) >= SMALL_FRAME or self._backlog() >= QUEUE_LIMIT):
+            if self._writing and not self._nonblocking() and (big or self._backlog() >= QUEUE_LIMIT):
                 while self._writing and not self.closed:
                     self._waited = True
                     self._done.wait(_WAIT)
-                    if len(payload) < SMALL_FRAME and self._backlog() < QUEUE_LIMIT:
+                    if not big and self._backlog() < QUEUE_LIMIT:
                         break
             if self.closed:
                 return False
-            data = seal(payload) if seal is not None else payload
-            if self._writing or self._out or len(data) >= SMALL_FRAME:
-                self._append(opcode, data)
+            sealed = [seal(p) for p in payloads] if seal is not None else payloads
+            if self._writing or self._out or big or len(sealed) != 1:
+                for data in sealed:
+                    self._append(opcode, data)
                 if not self._become_writer():
                     return True  # the writer sends it
                 frame = b""
             else:  # the common case: a lone small frame, nobody writing; no queue at all
                 self._writing = True
-                frame = frame_header(opcode, len(data)) + data
+                frame = self._small_frame(opcode, sealed[0])
         if frame:
             self._write_one(frame)
         return self._write_queued()
@@ -146,14 +155,20 @@ class FrameWriter:
     def _backlog(self) -> int:
         return self._out_bytes + self._unsent_bytes
 
+    def _small_frame(self, opcode: int, data: bytes) -> bytes:
+        return frame_bytes(opcode, data) if self._masked else frame_header(opcode, len(data)) + data
+
     def _append(self, opcode: int, data: bytes) -> None:
         self._out_bytes += len(data)
-        header = frame_header(opcode, len(data))
         if len(data) < SMALL_FRAME:
-            self._out.append(header + data)
-        else:  # not joined: a big payload is written as it is, never copied
-            self._out.append(header)
+            self._out.append(self._small_frame(opcode, data))
+        elif not self._masked:  # not joined: a big payload is written as it is, never copied
+            self._out.append(frame_header(opcode, len(data)))
             self._out.append(data)
+        elif self._nonblocking():  # (never in practice: the hub sends only small frames)
+            self._out.append(frame_bytes(opcode, data))
+        else:  # masked piece by piece as it is written: never a masked copy of the whole
+            self._out.append(lambda sock: write_frame(sock, opcode, data))
 
     def _become_writer(self) -> bool:
         """(Under the lock.) True if the caller must now write the queue: nobody is."""
