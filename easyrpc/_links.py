@@ -11,14 +11,15 @@ do they.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import ssl
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
 from ._client import CallFuture, Engine
+from ._client.options import ClientOptions
 from .exceptions import EasyRpcError
 from .proxy import RemoteIterator
 
@@ -42,26 +43,15 @@ class ServerLink:
         origin_port: int,
         origin_path: str,
         server_secret: str | bytes,
-        *,
-        namespace: str = "DEFAULT",
-        local_namespace: str | None = None,
-        encryption_enabled: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
-        timeout: float | None = None,
-        connect_timeout: float = 10.0,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
-        max_backoff: float = 5.0,
+        local_namespace: str | None,
+        options: ClientOptions,
     ) -> None:
         self.server = server
-        self.namespace = namespace
-        self.local_namespace = local_namespace or namespace
-        self.engine = Engine(
-            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
-            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
-            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
-            reconnect=True, max_backoff=max_backoff,
-        )
+        self.namespace = options.namespace
+        self.local_namespace = local_namespace or options.namespace
+        # a link always reconnects: its functions come back with the origin
+        self.engine = Engine(origin_host, origin_port, origin_path, server_secret,
+                             dataclasses.replace(options, reconnect=True))
         self.url = self.engine.url
         self.engine.add_listener(self._sync)
         self.engine.add_lost_listener(self._withdraw)

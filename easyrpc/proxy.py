@@ -13,17 +13,16 @@ Example::
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
+from ._client.options import ClientOptions, client_options
 from ._proxy_base import ProxyBase, make_function
 from ._signature import FunctionSpec, wire_from_bound
-from ._spin import DEFAULT_BUSY_POLL
 
-__all__ = ["EasyRpcProxy", "RemoteIterator"]
+__all__ = ["ClientOptions", "EasyRpcProxy", "RemoteIterator"]
 
 
 class RemoteIterator:
@@ -84,50 +83,26 @@ class EasyRpcProxy(ProxyBase):
         origin_path: str,
         server_secret: str | bytes,
         *,
-        namespace: str = "DEFAULT",
-        encryption_enabled: bool = False,
-        timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 10.0,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
-        reconnect: bool = True,
-        max_in_flight: int = 10_000,
-        stream_window: int = 64,
-        busy_poll: float = DEFAULT_BUSY_POLL,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
     ) -> EasyRpcProxy:
         """Connect, authenticate and fetch the server's functions.
 
         Args:
             origin_host, origin_port, origin_path: where the server listens.
             server_secret: the secret shared with the server.
-            namespace: the namespace (or namespace group) whose functions to use.
-            encryption_enabled: encrypt every frame (the server must enable it too).
-            timeout: default time limit per call in seconds (``None``: no limit).
-            ssl_context: connect with ``wss://`` using this context.
-            connect_timeout: limit for connecting, and for a call waiting for a
-                reconnection when it has no time limit of its own.
-            ping_interval, ping_timeout: keepalive; a server silent for their sum is
-                treated as gone.
-            reconnect: reconnect in the background after a drop.
-            max_in_flight: calls in flight after which new calls wait.
-            stream_window: items a generator may run ahead of its consumer.
-            busy_poll: seconds (at most 0.01) a call alone in flight polls the socket
-                for its reply before its thread sleeps: it saves the wake-up of an idle
-                CPU, which dominates a loopback call's time on a virtual machine. Backs
-                off by itself when replies take longer; ``0`` never polls.
+            options: a :class:`~easyrpc.proxy.ClientOptions`; or any of its fields as a
+                keyword (``namespace='admin'``, ``timeout=2.0``, ``ssl_context=...``,
+                ``connect_timeout``, ``ping_interval``, ``ping_timeout``, ``reconnect``,
+                ``max_backoff``, ``max_in_flight``, ``stream_window``, ``busy_poll``,
+                ``encryption_enabled``), which override *options*.
 
         Raises:
             AuthenticationError: wrong secret, or encryption or protocol mismatch.
             ConnectionError: the server cannot be reached.
+            TypeError: an unknown keyword; ValueError: an invalid option value.
         """
-        engine = Engine(
-            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
-            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
-            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
-            reconnect=reconnect, max_in_flight=max_in_flight, stream_window=stream_window,
-            busy_poll=busy_poll,
-        )
+        engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
         engine.start()
         return cls(engine)
 

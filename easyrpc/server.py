@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._client.options import ClientOptions, client_options
 from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
@@ -359,19 +360,16 @@ class EasyRpcServer:
         origin_path: str,
         server_secret: str | bytes,
         *,
-        namespace: str = "DEFAULT",
         local_namespace: str | None = None,
-        encryption_enabled: bool = False,
-        ssl_context: Any = None,
-        timeout: float | None = None,
-        connect_timeout: float = 10.0,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
-        max_backoff: float = 5.0,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
     ) -> ServerLink:
         """Link to another easyrpc server and offer its *namespace*'s functions here.
 
-        The functions appear in *local_namespace* (default: the same name) with their
+        *options* and keywords are the client's (:class:`~easyrpc.proxy.ClientOptions`:
+        ``namespace``, ``timeout``, ``ping_interval``, ``max_backoff``, ...); the link
+        always reconnects. The functions appear in *local_namespace* (default: the
+        linked *namespace*) with their
         signatures; calls, generators, errors, timeouts and cancellation pass through.
         The link connects in the background and reconnects with backoff; while it is
         down its functions are withdrawn from this server's proxies. Local functions
@@ -380,16 +378,13 @@ class EasyRpcServer:
         """
         from ._links import ServerLink
 
-        link = ServerLink(
-            self, origin_host, origin_port, origin_path, server_secret, namespace=namespace,
-            local_namespace=local_namespace, encryption_enabled=encryption_enabled, ssl_context=ssl_context,
-            timeout=timeout, connect_timeout=connect_timeout, ping_interval=ping_interval,
-            ping_timeout=ping_timeout, max_backoff=max_backoff)
+        link = ServerLink(self, origin_host, origin_port, origin_path, server_secret, local_namespace,
+                          client_options(options, kwargs))
         with self._lock:
             if self._closing:
                 raise RuntimeError("the server is closed")
             self._links[link] = {}
-        self.log.info("linking to %s (namespace %s)", link.url, namespace)
+        self.log.info("linking to %s (namespace %s)", link.url, link.namespace)
         link.start()
         return link
 

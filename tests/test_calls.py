@@ -15,6 +15,7 @@ from flask import Flask
 
 import easyrpc
 from easyrpc import CallTimeout, FunctionNotFound, RemoteError, SerializationError
+from easyrpc.proxy import ClientOptions, EasyRpcProxy
 from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
@@ -266,6 +267,25 @@ def test_call_timeout_raises_and_connection_stays_usable(server: Any, connect: A
     assert isinstance(CallTimeout("x"), TimeoutError)
     assert wait_for(lambda: server.counter.count("aslow.cancelled") == 1, timeout=2)
     assert p.echo("after") == "after"
+
+
+def test_options_object_and_keywords_configure_a_proxy(server: Any, connect: Any) -> None:
+    """options=ClientOptions(...) works on both clients; a keyword overrides it."""
+    p = connect(server, options=ClientOptions(timeout=5.0, namespace="DEFAULT"), timeout=0.2)
+    start = time.monotonic()
+    with pytest.raises(CallTimeout):
+        p.aslow(5)
+    assert time.monotonic() - start < 2
+    assert p.echo("after") == "after"
+
+
+def test_unknown_or_invalid_client_options_are_refused_before_connecting(server: Any) -> None:
+    with pytest.raises(TypeError, match="timout"):
+        EasyRpcProxy.create(server.host, server.port, "/ws/test", SECRET, timout=1.0)
+    with pytest.raises(ValueError, match="ping_interval"):
+        EasyRpcProxy.create(server.host, server.port, "/ws/test", SECRET, ping_interval=0)
+    with pytest.raises(ValueError, match="stream_window"):
+        ClientOptions(stream_window=0)
 
 
 def test_per_call_timeout_override(server: Any, connect: Any) -> None:

@@ -1,19 +1,20 @@
-"""The threaded client engine behind both proxies.
+"""The threaded client engine behind both proxies: one connection and its calls.
 
-One websocket-client connection; one reader thread (``easyrpc-reader``) that reads frames
-and reconnects after a drop; one dispatcher thread (``easyrpc-dispatch``) that resolves
-futures, enforces call deadlines and keeps the connection alive with pings. Callers
-encode and send their own requests (under the send lock), so a call costs no hand-off
-on the way out. ``easyrpc.proxy`` and ``easyrpc.aio`` both drive this engine.
+``easyrpc.proxy`` and ``easyrpc.aio`` both drive an :class:`Engine`. Callers encode and
+send their own requests (through the connection's ``FrameWriter``), so a call costs no
+hand-off on the way out.
 
 Reading is a role one thread holds at a time (leader/follower). A blocking call whose
 thread finds the role free reads the socket itself until its reply arrives, settling
 whatever else arrives meanwhile, so a sequential caller is woken by the kernel, not by
 another thread. An event loop running ``easyrpc.aio`` calls takes the role the same way
 (``loop.add_reader``) while it has calls in flight, and settles their awaitables without
-a thread hand-off. The reader thread holds the role otherwise: while futures or streams
-wait, on TLS connections, and whenever the connection is idle (keepalive, pushed
-function lists); it steps aside after it has answered a caller that wants to read.
+a thread hand-off. Otherwise *the reader* holds it: the process's I/O hub for a plain
+connection (``reader.HubReader``), or the ``easyrpc-reader`` thread for a TLS one; it
+reads while futures or streams wait and while the connection is idle (keepalive, pushed
+function lists), and steps aside after it has answered a caller that wants to read. The
+``easyrpc-reader`` thread also reconnects a dropped proxy. Done-callbacks, time limits
+and keepalive run on the process's one dispatcher thread (``dispatch``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .._handshake import FrameCipher, Secret, new_nonce
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._signature import FunctionSpec, spec_from_description
-from .._spin import DEFAULT_BUSY_POLL, busy_policy
+from .._spin import busy_policy
 from .._transport import (
     OP_BINARY,
     OP_CLOSE,
@@ -58,6 +59,7 @@ from ..exceptions import (
 from .calls import CALLS, BlockingCall, ClientStream, LoopCall, Pending, SettledOnce
 from .dispatch import dispatcher
 from .loops import LoopReader, settle_in_loop
+from .options import ClientOptions
 from .reader import HubReader
 from .sock import shutdown as _shutdown
 from .sock import sock_of as _sock_of
@@ -71,48 +73,28 @@ _SEAL_MARGIN = 64  # what sealing adds to a payload, at most
 _QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
 _JOIN_ALL = 1 << 62  # the client's queued byte frames are all small: join them all
 _READER: Any = object()  # the reader holds the reading role: the hub, or a TLS connection's thread
-_STEP_ASIDE = 0.05  # how long the reader thread leaves the socket to blocking callers
+_STEP_ASIDE = 0.05  # how long the reader leaves a freed role to blocking callers before taking it
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
 class Engine:
     """Connection, handshake, request table and threads of one proxy."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        path: str,
-        secret: str | bytes,
-        *,
-        namespace: str = "DEFAULT",
-        encryption_enabled: bool = False,
-        timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 10.0,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
-        reconnect: bool = True,
-        max_backoff: float = 5.0,
-        max_in_flight: int = 10_000,
-        stream_window: int = 64,
-        busy_poll: float = DEFAULT_BUSY_POLL,
-    ) -> None:
-        scheme = "wss" if ssl_context is not None else "ws"
+    def __init__(self, host: str, port: int, path: str, secret: str | bytes, options: ClientOptions) -> None:
+        self.options = options
+        scheme = "wss" if options.ssl_context is not None else "ws"
         hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else host
         self.url = f"{scheme}://{hostpart}:{int(port)}{path}"
-        self.namespace = namespace
-        self.encryption_enabled = encryption_enabled
-        self.timeout = timeout
-        self.ssl_context = ssl_context
-        self.connect_timeout = connect_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.reconnect = reconnect
-        self.max_backoff = max_backoff
-        self.max_in_flight = max_in_flight
-        self.stream_window = stream_window
-        self._busy = busy_policy(busy_poll)  # a lone call polls the socket before sleeping
+        # the options read on hot paths, as plain attributes
+        self.namespace = options.namespace
+        self.timeout = options.timeout
+        self.connect_timeout = options.connect_timeout
+        self.ping_interval = options.ping_interval
+        self.ping_timeout = options.ping_timeout
+        self.reconnect = options.reconnect
+        self.max_in_flight = options.max_in_flight
+        self.stream_window = options.stream_window
+        self._busy = busy_policy(options.busy_poll)  # a lone call polls the socket before sleeping
         self._secret = Secret(secret)
         self._lock = threading.Lock()  # the request table and connection state
         self._room = threading.Condition(self._lock)  # callers waiting for max_in_flight
@@ -120,7 +102,6 @@ class Engine:
         # the connection's writer and cipher, replaced together (one assignment) on connect
         self._out: tuple[FrameWriter, FrameCipher | None] | None = None
         self._pending: proto.PendingTable[Pending] = proto.PendingTable()
-        self._deadlines: list[tuple[float, int, Pending]] = []
         self._ws: websocket.WebSocket | None = None
         self._frames: FrameReader | None = None
         self._cipher: FrameCipher | None = None
@@ -129,8 +110,8 @@ class Engine:
         self._gone: str | None = None  # why the connection ended, once it will not come back
         self._dispatch = dispatcher()
         # how often the dispatcher runs this proxy's checks (keepalive, a stalled loop)
-        self.tick = max(0.05, min(_LOOP_STALL, ping_interval / 4, ping_timeout / 4))
-        self._keepalive_policy = Keepalive(ping_interval, ping_timeout, time.monotonic())  # per connection
+        self.tick = max(0.05, min(_LOOP_STALL, options.ping_interval / 4, options.ping_timeout / 4))
+        self._keepalive_policy = Keepalive(options.ping_interval, options.ping_timeout, time.monotonic())  # per connection
         self.cid = ""
         self.functions: dict[str, FunctionSpec] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -219,7 +200,7 @@ class Engine:
 
     # --- connecting --------------------------------------------------------------------
     def _connect_once(self) -> None:
-        sslopt = {"context": self.ssl_context} if self.ssl_context is not None else None
+        sslopt = {"context": self.options.ssl_context} if self.options.ssl_context is not None else None
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True, sslopt=sslopt)
         try:
             ws.connect(self.url, timeout=self.connect_timeout)  # type: ignore[no-untyped-call]
@@ -271,12 +252,12 @@ class Engine:
         if hello.version != proto.PROTOCOL_VERSION:
             raise AuthenticationError(
                 f"protocol version mismatch: server speaks {hello.version}, this proxy {proto.PROTOCOL_VERSION}")
-        if hello.encryption != self.encryption_enabled:
+        if hello.encryption != self.options.encryption_enabled:
             theirs = "enabled" if hello.encryption else "disabled"
-            ours = "enabled" if self.encryption_enabled else "disabled"
+            ours = "enabled" if self.options.encryption_enabled else "disabled"
             raise AuthenticationError(f"encryption mismatch: the server has encryption {theirs}, this proxy {ours}")
         client_nonce = new_nonce()
-        token = self._secret.client_token(hello.nonce, client_nonce, self.namespace, self.encryption_enabled)
+        token = self._secret.client_token(hello.nonce, client_nonce, self.namespace, self.options.encryption_enabled)
         ws.send(proto.encode("auth", token=token))
         reply = proto.parse_server(_recv_text(ws))
         if isinstance(reply, proto.Refused):
@@ -286,7 +267,7 @@ class Engine:
         self._secret.check_server_proof(reply.proof, hello.nonce, client_nonce, reply.cid)
         self.cid = reply.cid
         cipher = None
-        if self.encryption_enabled:
+        if self.options.encryption_enabled:
             cipher = self._secret.frame_cipher(hello.nonce, client_nonce, is_server=False)
         return reply.functions, cipher
 
@@ -342,7 +323,7 @@ class Engine:
         """Register *item* (a call or a stream) and send its call.
 
         Raises SerializationError (nothing sent) if the arguments are not JSON. With
-        ``send=False`` the caller sends it later with :meth:`send_item` (easyrpc.aio does,
+        ``send=False`` the caller sends it later with :meth:`send_items` (easyrpc.aio does,
         off the event loop, for big payloads).
         """
         window = item.window if isinstance(item, ClientStream) else 0
@@ -414,7 +395,7 @@ class Engine:
                 self._want_reader()
 
     def _want_reader(self) -> None:
-        """Make the reader thread take the free reading role now (something awaits a reply).
+        """Make the reader take the free reading role now (something awaits a reply).
 
         Callers add their request to the table before looking at the role, and a thread
         giving up the role looks at the table after: one of the two always wakes it.
@@ -691,7 +672,7 @@ class Engine:
 
     # --- futures -----------------------------------------------------------------------
     def resolve(self, fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
-        """Resolve *fut*; its callbacks (user code, asyncio bridges) run on the dispatcher.
+        """Resolve *fut*; its done-callbacks (user code) run on the dispatcher thread.
 
         A future nobody attached callbacks to is settled right here: settling it runs no
         user code, only wakes its waiter, and skipping the dispatcher saves a thread
@@ -928,7 +909,7 @@ class Engine:
             else:
                 log.info("%s %s", "connected to" if first else "reconnected to", self.url)
                 return True
-            delay = min(delay * 2, self.max_backoff)
+            delay = min(delay * 2, self.options.max_backoff)
         return False
 
     # --- the dispatcher's work ----------------------------------------------------------

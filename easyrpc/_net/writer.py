@@ -5,15 +5,17 @@ becomes the writer and writes the queue, with whatever others queue meanwhile, i
 system calls as it can. A lone reply goes out at once; replies that finish together on
 several workers share one write.
 
-Two kinds of writer. A worker may block in ``sendall`` (it serves one call). The hub's
-leader must never block (it reads every connection): it writes what the socket takes
-with one non-blocking ``sendmsg`` and leaves the rest to the hub, which finishes it when
-the socket is writable. Meanwhile the connection stays "being written", so nobody else
-writes out of order.
+Two kinds of writer. Any other thread (a worker, a caller, a TLS connection's reader)
+may block in ``sendall`` (it serves one call). The hub's leader must never block (it
+reads every connection): it writes what the socket takes (non-blocking ``send`` /
+``sendmsg``) and leaves the rest to the hub, which finishes it when the socket is
+writable. Meanwhile the connection stays "being written", so nobody else writes out of
+order.
 
 Back-pressure. Threads other than the hub's leader wait (bounded) while a big frame
-would queue behind a writer, or while more than ``QUEUE_LIMIT`` bytes wait; the hub stops
-reading a connection whose queue is over the limit until it has drained.
+would queue behind a writer, or while more than ``QUEUE_LIMIT`` bytes wait; on the
+server, the hub stops reading a connection whose queue is over the limit until it has
+drained (a client reads only replies to its own calls).
 """
 
 from __future__ import annotations
@@ -165,8 +167,8 @@ class FrameWriter:
         elif not self._masked:  # not joined: a big payload is written as it is, never copied
             self._out.append(frame_header(opcode, len(data)))
             self._out.append(data)
-        elif self._nonblocking():  # (never in practice: the hub sends only small frames)
-            self._out.append(frame_bytes(opcode, data))
+        elif self._nonblocking():  # the hub's leader (a big argument forwarded over a link):
+            self._out.append(frame_bytes(opcode, data))  # masked whole, sent as the socket takes it
         else:  # masked piece by piece as it is written: never a masked copy of the whole
             self._out.append(lambda sock: write_frame(sock, opcode, data))
 

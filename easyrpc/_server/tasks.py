@@ -43,12 +43,13 @@ class CallPace:
 
     A run under ``FAST_CALL`` adds 1 (up to ``FAST_CAP``), a longer one takes 8 away.
     While the score is at least ``FAST_SCORE`` (8 fast runs from the start), a call of
-    the function runs inline on the reading thread even while other calls are in flight
-    on the connection: no hand-off to a worker and back (the watchdog still hands
-    reading over if one runs long). Two slow runs in a row send its calls back to the
-    pool until it has been fast again; one slow run among fast ones (a run held up by
-    another thread holding the GIL) does not. Not locked: a lost update moves the score
-    by one run, no more.
+    the function runs inline on the hub's leader even while other calls are in flight
+    on the connection: no hand-off to a worker and back (the watchdog still gives the
+    loop to a new leader if one runs long). A function that has been fast for a while
+    (score at the cap) stays inline after one slow run among fast ones (a run held up
+    by another thread holding the GIL); two slow runs in a row, or one before the score
+    reached the cap, send its calls back to the pool until it has been fast again. Not
+    locked: a lost update moves the score by one run, no more.
     """
 
     __slots__ = ("score",)

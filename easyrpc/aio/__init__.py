@@ -20,7 +20,6 @@ Cancelling the awaiting task cancels the call on the server.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -28,12 +27,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
+from .._client.options import ClientOptions, client_options
 from .._proxy_base import ProxyBase, make_function
 from .._signature import FunctionSpec, wire_from_bound
-from .._spin import DEFAULT_BUSY_POLL
 from ..exceptions import CallTimeout
 
-__all__ = ["EasyRpcProxy", "AsyncRemoteIterator"]
+__all__ = ["AsyncRemoteIterator", "ClientOptions", "EasyRpcProxy"]
 
 T = TypeVar("T")
 _SEND_OFF_LOOP = 1 << 20  # payloads this big are written off the event loop
@@ -138,17 +137,8 @@ class EasyRpcProxy(ProxyBase):
         origin_path: str,
         server_secret: str | bytes,
         *,
-        namespace: str = "DEFAULT",
-        encryption_enabled: bool = False,
-        timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 10.0,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
-        reconnect: bool = True,
-        max_in_flight: int = 10_000,
-        stream_window: int = 64,
-        busy_poll: float = DEFAULT_BUSY_POLL,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
     ) -> EasyRpcProxy:
         """Connect, authenticate and fetch the server's functions, off the event loop.
 
@@ -157,13 +147,7 @@ class EasyRpcProxy(ProxyBase):
         ``busy_poll`` is also the longest the loop is held per call (100 µs by default);
         pass ``busy_poll=0`` where no other task may wait even that long.
         """
-        engine = Engine(
-            origin_host, origin_port, origin_path, server_secret, namespace=namespace,
-            encryption_enabled=encryption_enabled, timeout=timeout, ssl_context=ssl_context,
-            connect_timeout=connect_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
-            reconnect=reconnect, max_in_flight=max_in_flight, stream_window=stream_window,
-            busy_poll=busy_poll,
-        )
+        engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine)
 
