@@ -216,6 +216,8 @@ class Hub:
             self._loop(me)
         except Retired:
             pass
+        except Exception:  # noqa: BLE001 - top of a hub thread: log it; a new leader takes over
+            log.exception("the hub's loop failed")
         finally:
             with self._lock:
                 if self._leader == me:
@@ -242,8 +244,9 @@ class Hub:
             if now >= next_sweep:
                 next_sweep = now + self._sweep(now)
             timeout = 0.0 if self._pending else max(0.0, next_sweep - now)
-            if timeout and self._last is not None:
-                self._last.poll_briefly()  # a sequential caller's next request is due soon
+            last = self._last
+            if timeout and last is not None:
+                _safely(last.poll_briefly)  # a sequential caller's next request is due soon
             for key, mask in self._selector.select(timeout):
                 peer = key.data
                 if peer is None:

@@ -229,7 +229,10 @@ class ServerConnection(Handshake):
     def poll_briefly(self) -> bool:
         """(Hub, before it sleeps, this connection having received last.) With no call
         running, a sequential caller's next call is due: poll for it a moment (``_spin``)."""
-        return not self._tasks and self._frames.busy_poll()
+        try:
+            return not self._tasks and self._frames.busy_poll()
+        except OSError:  # closed meanwhile (it was just removed): its end is handled elsewhere
+            return False
 
     def on_readable(self) -> None:
         if self._done.is_set() or self._backed_up():
