@@ -209,15 +209,15 @@ async def loop_reader(proxy: AioProxy, timeout: float = 5.0) -> Any:
     The reader thread hands the role to a loop only after it has settled the loop's
     call, so the awaiting task can resume before the hand-over: make calls until the
     loop has it, and fail if it never gets it within *timeout* s."""
-    from easyrpc._client import LoopReader
 
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     while True:
-        role = proxy._engine._role
-        if isinstance(role, LoopReader) and role.loop is loop and not role.revoked:
+        role = proxy._engine.loop_reader
+        if role is not None and role.loop is loop:
             return role
-        assert time.monotonic() < deadline, f"the loop never got the reading role (it is {role!r})"
+        assert time.monotonic() < deadline, \
+            f"the loop never got the reading role (it is {proxy._engine.reading_role!r})"
         assert await proxy.echo(0) == 0
 
 

@@ -104,14 +104,15 @@ class Relay:
         return n
 
     def _pipe(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        poller = select.poll()
+        poller.register(src, select.POLLIN | select.POLLERR | select.POLLHUP)
         try:
             while not self.stopping.is_set():
                 n = self._allowance(direction)
                 if n == 0:
                     self.stopping.wait(0.01)
                     continue
-                readable, _, _ = select.select([src], [], [], self._STEP)
-                if not readable:
+                if not poller.poll(self._STEP * 1000):  # poll, not select: any descriptor number
                     continue
                 data = src.recv(n)
                 if not data:

@@ -68,8 +68,10 @@ def test_a_slow_call_on_one_connection_delays_no_other_connection(server: Served
 
 
 def test_512_connections_each_get_their_own_replies(server: Served) -> None:
-    proxies = [EasyRpcProxy.create(server.host, server.port, "/ws/test", server_secret=SECRET) for _ in range(512)]
+    proxies: list[EasyRpcProxy] = []
     try:
+        for _ in range(512):
+            proxies.append(EasyRpcProxy.create(server.host, server.port, "/ws/test", server_secret=SECRET))
         results: list[Any] = [None] * len(proxies)
         errors: list[BaseException] = []
 
@@ -104,9 +106,11 @@ def relay(server: Served) -> Iterator[Relay]:
 
 
 def test_one_proxy_among_500_reconnects_alone(server: Served, relay: Relay) -> None:
-    others = [EasyRpcProxy.create(server.host, server.port, "/ws/test", server_secret=SECRET) for _ in range(500)]
+    others: list[EasyRpcProxy] = []
     lone = EasyRpcProxy.create(relay.host, relay.port, "/ws/test", server_secret=SECRET)
     try:
+        for _ in range(500):
+            others.append(EasyRpcProxy.create(server.host, server.port, "/ws/test", server_secret=SECRET))
         ids = [p.connection_id for p in others]
         lone_id = lone.connection_id
         relay.cut()  # only the relayed proxy's connection drops

@@ -199,7 +199,7 @@ def test_sequential_blocking_calls_poll_for_their_replies(server_process: Server
                              busy_poll=0.01) as proxy:
         for i in range(30):
             assert proxy.echo(i) == i
-        policy = proxy._engine._busy
+        policy = proxy._engine.busy_policy
         assert policy is not None and policy.hits >= 10, (policy.hits, policy.misses)
 
 
@@ -210,7 +210,7 @@ def test_sequential_aio_calls_poll_for_their_replies(server_process: ServerProce
         try:
             for i in range(30):
                 assert await proxy.echo(i) == i
-            policy = proxy._engine._busy
+            policy = proxy._engine.busy_policy
             assert policy is not None
             return policy.hits, policy.misses
         finally:
@@ -241,7 +241,7 @@ def test_an_aio_call_answered_while_polling_still_lets_other_tasks_run(server_pr
                 assert await proxy.echo(i) == i
                 if turns == before:
                     starved.append(i)
-            policy = proxy._engine._busy
+            policy = proxy._engine.busy_policy
             assert policy is not None
             return starved, policy.hits
         finally:
@@ -256,7 +256,7 @@ def test_an_aio_call_answered_while_polling_still_lets_other_tasks_run(server_pr
 def test_calls_of_a_slow_function_stop_polling(server_process: ServerProcess) -> None:
     with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                              busy_poll=0.001) as proxy:
-        policy = proxy._engine._busy
+        policy = proxy._engine.busy_policy
         assert policy is not None
         for _ in range(50):  # bounded: a wait does not poll while another connection gets data
             proxy.slow(0.01)  # 10 ms: every poll of 1 ms misses
@@ -273,8 +273,7 @@ def test_a_proxy_with_no_window_never_polls(server_process: ServerProcess) -> No
     with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                              busy_poll=0) as proxy:
         assert proxy.echo(1) == 1
-        assert proxy._engine._busy is None
-        assert proxy._engine._frames is not None and proxy._engine._frames.busy is None
+        assert proxy._engine.busy_policy is None
 
 
 _CLIENT = textwrap.dedent("""
@@ -345,8 +344,7 @@ def test_the_loop_does_not_poll_while_its_reading_role_is_being_taken_away(serve
                     break
                 await asyncio.sleep(0)
             assert engine.in_flight == 1
-            assert engine._frames is not None
-            policy = engine._frames.busy
+            policy = engine.busy_policy
             assert policy is not None
 
             def state() -> tuple[int, int, int]:

@@ -939,7 +939,7 @@ def test_sequential_blocking_calls_read_their_own_replies(
 
     def spy_lead(self: Engine, fut: Any, deadline: float | None) -> None:
         nonlocal led
-        if self is engine and self._role is None:  # the role is free: this caller takes it
+        if self is engine and self.reading_role == "none":  # the role is free: this caller takes it
             led += 1
         lead(self, fut, deadline)
 
@@ -981,7 +981,7 @@ def test_blocking_call_timeout_while_leading(owned: Target, open_proxy: Any) -> 
         seen: list[bool] = []
 
         def leading(w: Worker = worker, seen: list[bool] = seen) -> bool:
-            if engine._role == w.thread.ident:
+            if engine.reading_thread == w.thread.ident:
                 seen.append(True)
                 return True
             return not w.thread.is_alive()
@@ -1050,7 +1050,7 @@ def test_closing_the_proxy_while_a_call_leads_raises_connection_lost_promptly(ow
             return time.monotonic()
 
         worker = Worker("test-leader", call)
-        led = wait_for(lambda e=engine, w=worker: e._role == w.thread.ident, timeout=1.0, interval=0.001)
+        led = wait_for(lambda e=engine, w=worker: e.reading_thread == w.thread.ident, timeout=1.0, interval=0.001)
         closed_at = time.monotonic()
         p.close()
         failed_at = worker.join(5)
@@ -1079,7 +1079,7 @@ def test_server_going_away_while_a_call_leads_fails_it_then_the_proxy_reconnects
                 return time.monotonic()
 
     worker = Worker("test-leader", call_until_lost)
-    assert wait_for(lambda: engine._role == worker.thread.ident and bool(starts) and time.monotonic() - starts[-1] < 1.0,
+    assert wait_for(lambda: engine.reading_thread == worker.thread.ident and bool(starts) and time.monotonic() - starts[-1] < 1.0,
                     timeout=10, interval=0.001), "the caller never held the reading role"
     killed_at = time.monotonic()
     first.rpc.close(grace=0)

@@ -267,7 +267,8 @@ def test_a_stale_wake_does_not_end_a_blocking_call_early(serve: Any, open_proxy:
         leader = threading.Thread(target=lambda out=results: out.append(p.slow(0.5)), name="test-leader")
         leader.start()
         # its call is in flight and a thread other than this one holds the reading role
-        assert wait_for(lambda: engine.in_flight == 1 and engine._role not in (None, threading.get_ident()))
+        assert wait_for(lambda: engine.in_flight == 1 and engine.reading_role != "none"
+                        and engine.reading_thread != threading.get_ident())
         thread_waker().wake()  # stale: no call of this thread is waiting for it
         assert p.slow(0.05) == 0.05  # would be None if the stale wake ended the wait
         leader.join(5)
@@ -303,7 +304,8 @@ def test_a_blocking_call_survives_a_signal_handler_on_its_thread(serve: Any, ope
     leader.start()
     try:
         # another thread holds the reading role, so this call sleeps on its waker
-        assert wait_for(lambda: engine.in_flight == 1 and engine._role not in (None, threading.get_ident()))
+        assert wait_for(lambda: engine.in_flight == 1 and engine.reading_role != "none"
+                        and engine.reading_thread != threading.get_ident())
         signaller.start()
         assert p.slow(0.3) == 0.3
     finally:

@@ -39,7 +39,7 @@ from .._handshake import FrameCipher, Secret, new_nonce
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._signature import FunctionSpec, spec_from_description
-from .._spin import busy_policy
+from .._spin import BusyPoll, busy_policy
 from .._transport import (
     OP_BINARY,
     OP_CLOSE,
@@ -521,6 +521,23 @@ class Engine:
         if role is _READER:
             return "hub" if self._hub_reader is not None else "reader-thread"
         return "loop" if isinstance(role, LoopReader) else "caller"
+
+    @property
+    def reading_thread(self) -> int | None:
+        """The ident of the blocking caller reading the connection now, if one is."""
+        role = self._role
+        return role if isinstance(role, int) else None
+
+    @property
+    def loop_reader(self) -> LoopReader | None:
+        """The event loop's reading role, while an event loop holds it (not revoked)."""
+        role = self._role
+        return role if isinstance(role, LoopReader) and not role.revoked else None
+
+    @property
+    def busy_policy(self) -> BusyPoll | None:
+        """The busy-poll policy of a lone call (its hits and misses), None if it never polls."""
+        return self._busy
 
     def writer_of(self, frames: FrameReader) -> FrameWriter | None:
         """(Hub.) The writer of the connection *frames* reads, if it is still the current one."""
