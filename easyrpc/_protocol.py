@@ -109,6 +109,7 @@ class Failure:
 class Item:
     id: int
     value: Any
+    window: int | None = None  # the server's stream window, when it is smaller than asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +161,11 @@ def encode_result(call_id: int, value: Any) -> bytes:
     return _codec.dumps({"k": "ok", "i": call_id, "v": value}, keys_in=value)
 
 
-def encode_item(call_id: int, value: Any) -> bytes:
-    return _codec.dumps({"k": "item", "i": call_id, "v": value}, keys_in=value)
+def encode_item(call_id: int, value: Any, window: int | None = None) -> bytes:
+    msg: dict[str, Any] = {"k": "item", "i": call_id, "v": value}
+    if window is not None:
+        msg["w"] = window
+    return _codec.dumps(msg, keys_in=value)
 
 
 def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
@@ -324,7 +328,10 @@ def parse_server(data: bytes | str) -> ServerMessage:
     if kind == "item":
         if "v" not in obj:
             raise ProtocolError("item without a value")
-        return Item(_int(obj, "i"), obj["v"])
+        window = obj.get("w")
+        if window is not None and (type(window) is not int or not 1 <= window <= 1_000_000):
+            raise ProtocolError("field 'w' must be a small positive integer")
+        return Item(_int(obj, "i"), obj["v"], window)
     if kind == "err":
         return Failure(_int(obj, "i"), error_from_wire(obj.get("e")))
     if kind == "end":

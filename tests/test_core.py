@@ -486,3 +486,13 @@ def test_every_public_name_has_a_docstring() -> None:
                     if (callable(func) or isinstance(func, property)) and not inspect.getdoc(func):
                         missing.append(f"{mod.__name__}.{name}.{attr}")
     assert missing == []
+
+
+def test_an_item_may_carry_the_servers_smaller_stream_window() -> None:
+    from easyrpc import _protocol as proto
+
+    assert proto.parse_server(proto.encode_item(3, "x")) == proto.Item(3, "x", None)
+    assert proto.parse_server(proto.encode_item(3, "x", 16)) == proto.Item(3, "x", 16)
+    for bad in (0, -1, 1.5, "16", 2_000_000):
+        with pytest.raises(ProtocolError, match="'w'"):
+            proto.parse_server(b'{"k":"item","i":3,"v":1,"w":%s}' % json.dumps(bad).encode())

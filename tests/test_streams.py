@@ -109,3 +109,14 @@ def test_generator_argument_errors_are_local(server: Any, connect: Any) -> None:
     p = connect(server)
     with pytest.raises(TypeError):
         p.count_up()
+
+
+@pytest.mark.parametrize("fn", ["count_up", "acount_up"])
+def test_a_server_window_smaller_than_the_clients_does_not_stall_the_stream(
+        serve: Any, connect: Any, fn: str) -> None:
+    """The server grants 16 items ahead where the proxy asked for 64: the first item tells
+    the proxy, which gives credit back after 8 (not 32, which the server would never reach)."""
+    app, rpc, _ = build_app(stream_window_max=16)
+    served = serve(app, rpc)
+    p = connect(served, timeout=3.0, stream_window=64)
+    assert list(p[fn](200)) == list(range(200))

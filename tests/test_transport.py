@@ -1120,16 +1120,27 @@ def test_an_interrupted_leader_never_strands_another_threads_call(owned: Target,
         except Exception as exc:  # noqa: BLE001 - recorded for the assertion
             outcome["error"] = exc
 
-    thread = threading.Thread(target=other, name="test-other-caller")
-    timer = threading.Timer(0.1, thread.start)
-    timer.start()
+    interrupted = False
     try:
-        with pytest.raises(KeyboardInterrupt):
-            p.slow(0.6)  # this thread leads while the other call's reply arrives
+        # bounded: the hub may hold the reading role when slow() starts (it takes a role
+        # left free back after a while); then this thread does not lead: try again
+        for _ in range(5):
+            thread = threading.Thread(target=other, name="test-other-caller")
+            timer = threading.Timer(0.1, thread.start)
+            timer.start()
+            try:
+                p.slow(0.6)  # this thread leads while the other call's reply arrives
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                timer.join(5)
+                thread.join(10)
+            if interrupted or fired:
+                break
+            outcome.clear()
     finally:
-        timer.join(5)
-        thread.join(10)
         engine.resolve = original  # type: ignore[method-assign]
+    assert interrupted
     assert fired, "the interruption was not exercised"
     assert not thread.is_alive(), "the other thread's call hangs"
     assert isinstance(outcome.get("error"), ConnectionLost) or outcome.get("value") == "other", outcome

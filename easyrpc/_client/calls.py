@@ -185,6 +185,13 @@ class ClientStream(_Request):
         self._taken = 0
 
     # reader side
+    def limit_window(self, window: int) -> None:
+        """The server grants at most *window* items ahead (its stream_window_max): credit
+        goes back after half of that, not half of the window asked for, or the stream
+        would stall with the server out of credit."""
+        with self._lock:
+            self.window = min(self.window, window)
+
     def push(self, value: Any) -> None:
         with self._lock:
             waiter, self._waiter = self._waiter, None

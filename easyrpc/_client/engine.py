@@ -840,6 +840,8 @@ class Engine:
             with self._lock:
                 item = self._pending.get(msg.id)
             if isinstance(item, ClientStream):
+                if msg.window is not None:
+                    item.limit_window(msg.window)
                 item.push(msg.value)
         elif isinstance(msg, (proto.Failure, proto.End)):
             with self._lock:

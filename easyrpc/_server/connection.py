@@ -418,8 +418,13 @@ class ServerConnection(Handshake):
                 duplicate = False
                 busy = len(self._tasks) >= server.max_in_flight
                 if reg is not None and not busy:
-                    task = CallTask() if reg.kind in ("sync", "async", "builtin", "remote") else StreamTask(
-                        self, msg.id, None, reg.kind == "agen", min(msg.window or 1, server.stream_window_max), msg.fn)
+                    if reg.kind in ("sync", "async", "builtin", "remote"):
+                        task = CallTask()
+                    else:
+                        window = min(msg.window or 1, server.stream_window_max)
+                        task = StreamTask(self, msg.id, None, reg.kind == "agen", window, msg.fn)
+                        if window < msg.window:
+                            task.announce = window
                     self._tasks[msg.id] = task
         if duplicate:
             self.notice(f"request id {msg.id} is already in flight; call ignored")

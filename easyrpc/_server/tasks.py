@@ -102,6 +102,9 @@ class StreamTask:
         self.gen = gen
         self.is_async = is_async
         self.credit = credit
+        # the window the server grants when it is smaller than the one asked for: told to
+        # the consumer with the first item, so that it grants credit before it runs out
+        self.announce: int | None = None
         self.lock = threading.Lock()
         self.running = False
         self.finished = False
@@ -224,7 +227,8 @@ class StreamTask:
 
     def _item(self, item: Any) -> bytes:
         try:
-            return proto.encode_item(self.id, item)
+            announce, self.announce = self.announce, None
+            return proto.encode_item(self.id, item, announce)
         except SerializationError as exc:
             raise _ItemError(proto.encode_failure(
                 self.id, proto.error_wire("SerializationError", f"an item of {self.name} cannot be sent: {exc}"))) from None
