@@ -55,7 +55,7 @@ from easyrpc.server import EasyRpcServer
 from .apps import Counter, build_app
 from .conftest import SECRET, Served, wait_for
 from .faults import Relay
-from .rawpeer import RawPeer, close_body, frame, mask_bytes, masked_frame_header
+from .rawpeer import BAD_FRAMES, RawPeer, close_body, frame, mask_bytes, masked_frame_header
 from .test_hostile import (
     Hammer,
     PeerClosed,
@@ -363,50 +363,9 @@ def test_big_fragments_are_reassembled(pair: tuple[socket.socket, socket.socket]
     writer.join()
 
 
-_BAD_FRAMES = [
-    pytest.param(True, None, frame(OP_TEXT, b"hi", masked=False), 1002, id="unmasked-client-frame"),
-    pytest.param(False, None, frame(OP_TEXT, b"hi"), 1002, id="masked-server-frame"),
-    pytest.param(True, None, frame(OP_TEXT, b"hi", rsv=0x40), 1002, id="rsv1"),
-    pytest.param(True, None, frame(OP_TEXT, b"hi", rsv=0x20), 1002, id="rsv2"),
-    pytest.param(True, None, frame(OP_TEXT, b"hi", rsv=0x10), 1002, id="rsv3"),
-    pytest.param(False, None, frame(OP_TEXT, b"hi", rsv=0x40, masked=False), 1002, id="rsv1-server-frame"),
-    pytest.param(True, None, frame(0x3, b"hi"), 1002, id="unknown-data-opcode-0x3"),
-    pytest.param(True, None, frame(0x7, b"hi"), 1002, id="unknown-data-opcode-0x7"),
-    pytest.param(True, None, frame(0xB, b"hi"), 1002, id="reserved-control-opcode-0xB"),
-    pytest.param(False, None, frame(0xF, b"hi", masked=False), 1002, id="reserved-control-opcode-0xF-server-frame"),
-    pytest.param(True, None, frame(OP_PING, b"p", fin=False), 1002, id="fragmented-ping"),
-    pytest.param(True, None, frame(OP_CLOSE, b"\x03\xe8", fin=False), 1002, id="fragmented-close"),
-    pytest.param(True, None, frame(OP_PING, b"p" * 126), 1002, id="ping-of-126-bytes"),
-    pytest.param(True, None, frame(OP_CLOSE, b"\x03\xe8" + b"r" * 124), 1002, id="close-of-126-bytes"),
-    pytest.param(True, None, frame(OP_CONT, b"orphan"), 1002, id="continuation-without-start"),
-    pytest.param(True, None, frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), 1002, id="text-inside-fragmented"),
-    pytest.param(True, None, frame(OP_BINARY, b"a", fin=False) + frame(OP_PING, b"ok") + frame(OP_BINARY, b"b"), 1002,
-                 id="binary-inside-fragmented-after-ping"),
-    pytest.param(True, 100, frame(OP_TEXT, b"x" * 101), 1009, id="one-frame-over-max-message"),
-    pytest.param(True, 100, frame(OP_TEXT, b"x" * 40, fin=False) + frame(OP_CONT, b"x" * 40, fin=False)
-                 + frame(OP_CONT, b"x" * 40), 1009, id="fragmented-total-over-max-message"),
-    pytest.param(False, 100, frame(OP_TEXT, b"x" * 60, fin=False, masked=False) + frame(OP_CONT, b"x" * 41, masked=False),
-                 1009, id="fragmented-server-total-over-max-message"),
-    # RFC 6455 §5.2: the 64-bit length's most significant bit must be 0 (whatever the limit)
-    pytest.param(True, None, frame(OP_TEXT, b"hi", declared=1 << 63), 1002, id="64-bit-length-msb-set"),
-    pytest.param(True, 100, frame(OP_TEXT, b"hi", declared=1 << 63), 1002, id="64-bit-length-msb-set-with-a-limit"),
-    pytest.param(False, None, frame(OP_BINARY, b"hi", masked=False, declared=2**64 - 1), 1002,
-                 id="64-bit-length-all-ones-server-frame"),
-    # §5.5.1, §7.4: a close body is empty or a code a peer may send, then a UTF-8 reason
-    *[pytest.param(True, None, frame(OP_CLOSE, close_body(code)), 1002, id=f"close-code-{code}")
-      for code in (1005, 1006, 1015, 999, 0, 1004, 1016, 2000, 2999, 5000, 65535)],
-    pytest.param(False, None, frame(OP_CLOSE, close_body(1005), masked=False), 1002, id="close-code-1005-server-frame"),
-    pytest.param(True, None, frame(OP_CLOSE, b"\x03"), 1002, id="close-body-of-1-byte"),
-    pytest.param(False, None, frame(OP_CLOSE, b"\x03", masked=False), 1002, id="close-body-of-1-byte-server-frame"),
-    pytest.param(True, None, frame(OP_CLOSE, close_body(1000, b"\xff\xfe")), 1002, id="close-reason-not-utf8"),
-    pytest.param(True, None, frame(OP_CLOSE, close_body(1000, "\u00e9".encode()[:1])), 1002,
-                 id="close-reason-truncated-utf8"),
-    pytest.param(False, None, frame(OP_CLOSE, close_body(1001, b"\xed\xa0\x80"), masked=False), 1002,
-                 id="close-reason-surrogate-server-frame"),
-]
 
 
-@pytest.mark.parametrize(("masked", "max_message", "data", "code"), _BAD_FRAMES)
+@pytest.mark.parametrize(("masked", "max_message", "data", "code"), BAD_FRAMES)
 def test_bad_frame_raises_frame_error_with_its_close_code(
         pair: tuple[socket.socket, socket.socket], masked: bool, max_message: int | None, data: bytes, code: int) -> None:
     """Each malformed or oversized frame raises FrameError (a ProtocolError) carrying the close code it calls for."""
