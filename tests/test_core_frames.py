@@ -391,13 +391,14 @@ def core_modules() -> Iterator[str]:
 
 
 def test_the_core_has_the_modules_we_check() -> None:
-    assert {"easyrpc._core.frames", "easyrpc._core.keepalive"} <= set(core_modules())
+    assert {"easyrpc._core.frames", "easyrpc._core.keepalive", "easyrpc._core.session"} <= set(core_modules())
 
 
 @pytest.mark.parametrize("module", list(core_modules()))
 def test_core_module_source_imports_no_io(module: str) -> None:
-    """Each core module's own imports: no I/O package, and inside easyrpc only the core
-    and the exception tree."""
+    """Each core module's own imports: no I/O package, and inside easyrpc only the core,
+    the exception tree and the message codec (``_protocol``, ``_codec``: sans-I/O too,
+    checked by tests/test_core.py)."""
     root = pathlib.Path(easyrpc.__file__).parent.parent
     path = root.joinpath(*module.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
@@ -409,12 +410,16 @@ def test_core_module_source_imports_no_io(module: str) -> None:
             if node.level:  # relative: resolved against the module's package
                 package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
                 package = package[:len(package) - node.level + 1]
-                imported.add(".".join([*package, *([node.module] if node.module else [])]))
+                if node.module:
+                    imported.add(".".join([*package, node.module]))
+                else:  # from .. import name: the names are modules of the package
+                    imported |= {".".join([*package, a.name]) for a in node.names}
             else:
                 imported.add(node.module or "")
     assert not {name.split(".")[0] for name in imported} & FORBIDDEN
     inside = {name for name in imported if name.split(".")[0] == "easyrpc"}
-    assert all(name.startswith("easyrpc._core") or name == "easyrpc.exceptions" for name in inside), inside
+    allowed = {"easyrpc.exceptions", "easyrpc._protocol", "easyrpc._codec"}
+    assert all(name.startswith("easyrpc._core") or name in allowed for name in inside), inside
 
 
 def test_importing_the_core_loads_no_io_module() -> None:

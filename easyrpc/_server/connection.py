@@ -30,10 +30,11 @@ from simple_websocket import ConnectionClosed
 from .. import _protocol as proto
 from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
 from .._core.keepalive import Drop, Keepalive
+from .._core.session import BadText, Cancel, Credit, Notice, Run, Send, ServerSession
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .._pool import PoolClosed
-from ..exceptions import ProtocolError, SerializationError
+from ..exceptions import SerializationError
 from .handshake import Handshake, Stop
 from .owner import SocketOwner
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
@@ -65,7 +66,10 @@ class ServerConnection(Handshake):
         self._solo = 0  # calls in a row that were alone on this connection
         self._lock = threading.Lock()  # the task table
         self._idle = threading.Condition(self._lock)
-        self._tasks: dict[int, CallTask | StreamTask] = {}
+        # the calls in flight and the rules for new ones (sans-I/O), under self._lock
+        self._session: ServerSession[CallTask | StreamTask, Any] = ServerSession(
+            lambda name: server.functions_for(self.namespace).get(name), server.max_in_flight)
+        self._tasks = self._session.tasks
         self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
         self._closed_at: float | None = None
         self._done = threading.Event()  # reading is over: the handler thread tears down
@@ -368,75 +372,46 @@ class ServerConnection(Handshake):
         plain = self.open_frame(data, binary)
         if plain is None:
             return
-        obj: Any = None
-        try:
-            obj = proto.load(plain)
-            msg = proto.parse_client_obj(obj)
-        except proto.InvalidText as exc:
-            if self.cipher is not None:  # the plaintext of a binary frame: our protocol's error
-                self.notice(f"invalid message: {exc}")
-                return
-            self.log.warning("connection %s: text frame %s; closed", self.cid, exc)
-            self.close(1007, "invalid UTF-8")
-            raise Stop from None
-        except ProtocolError as exc:
-            rid = proto.request_id(obj)
+        with self._lock:
+            action = self._session.receive(plain)
+        if isinstance(action, Run):
+            self._start_call(action.call, action.reg)
+        elif isinstance(action, Send):
+            self.send(action.payload)
+        elif isinstance(action, Notice):
+            self.notice(action.message)
+        elif isinstance(action, Cancel):
+            self._cancel(action.id)
+        elif isinstance(action, Credit):
             with self._lock:
-                known = rid is not None and rid in self._tasks
-            if rid is not None and not known and isinstance(obj, dict) and obj.get("k") == "call":
-                self.send(proto.encode_failure(rid, proto.error_wire("ProtocolError", f"invalid request: {exc}")))
-            else:
-                self.notice(f"invalid message: {exc}")
-            return
-        if isinstance(msg, proto.Call):
-            self._start_call(msg)
-        elif isinstance(msg, proto.Cancel):
-            self._cancel(msg.id)
-        elif isinstance(msg, proto.Credit):
-            with self._lock:
-                task = self._tasks.get(msg.id)
+                task = self._tasks.get(action.id)
             if isinstance(task, StreamTask):
-                task.add_credit(msg.n)
-        elif isinstance(msg, proto.Ping):
-            self.send(proto.encode("pong", t=msg.token))
-        elif not isinstance(msg, proto.Pong):
-            self.notice("already authenticated")
+                task.add_credit(action.n)
+        elif isinstance(action, BadText):
+            if self.cipher is not None:  # the plaintext of a binary frame: our protocol's error
+                self.notice(f"invalid message: {action.reason}")
+                return
+            self.log.warning("connection %s: text frame %s; closed", self.cid, action.reason)
+            self.close(1007, "invalid UTF-8")
+            raise Stop
 
     def notice(self, message: str) -> None:
         self.log.warning("connection %s: %s", self.cid, message)
         self.send(proto.encode("notice", msg=message))
 
     # --- calls -------------------------------------------------------------------------
-    def _start_call(self, msg: proto.Call) -> None:
-        server = self.server
-        reg = server.functions_for(self.namespace).get(msg.fn)
+    def _start_call(self, msg: proto.Call, reg: Any) -> None:
+        """Run a call the session admitted (its id is reserved)."""
         task: CallTask | StreamTask
+        if reg.kind in ("sync", "async", "builtin", "remote"):
+            task = CallTask()
+        else:
+            window = min(msg.window or 1, self.server.stream_window_max)
+            task = StreamTask(self, msg.id, None, reg.kind == "agen", window, msg.fn)
+            if window < msg.window:
+                task.announce = window
         with self._lock:
-            if msg.id in self._tasks:
-                duplicate = True
-            else:
-                duplicate = False
-                busy = len(self._tasks) >= server.max_in_flight
-                if reg is not None and not busy:
-                    if reg.kind in ("sync", "async", "builtin", "remote"):
-                        task = CallTask()
-                    else:
-                        window = min(msg.window or 1, server.stream_window_max)
-                        task = StreamTask(self, msg.id, None, reg.kind == "agen", window, msg.fn)
-                        if window < msg.window:
-                            task.announce = window
-                    self._tasks[msg.id] = task
-        if duplicate:
-            self.notice(f"request id {msg.id} is already in flight; call ignored")
-            return
-        if busy:
-            self.send(proto.encode_failure(msg.id, proto.error_wire(
-                "ServerBusy", f"too many calls in flight on this connection (limit {server.max_in_flight})")))
-            return
-        if reg is None:
-            self.send(proto.encode_failure(msg.id, proto.error_wire(
-                "FunctionNotFound", f"no function named {msg.fn!r} in this namespace")))
-            return
+            self._session.started(msg.id, task)
         try:
             self._dispatch(msg, reg, task)
         except PoolClosed:  # the server closed its pool and loop meanwhile
@@ -524,9 +499,8 @@ class ServerConnection(Handshake):
     def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""
         with self._lock:
-            if self._tasks.get(call_id) is not task:
+            if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
-            del self._tasks[call_id]
             if not self._tasks:
                 self._idle.notify_all()
         if payload is not None:
@@ -545,8 +519,9 @@ class ServerConnection(Handshake):
     def _abandon_all(self) -> None:
         """The peer is gone: cancel what can be cancelled, close every generator."""
         with self._lock:
-            tasks = list(self._tasks.values())
-            self._tasks = {k: v for k, v in self._tasks.items() if isinstance(v, StreamTask)}
+            tasks = [t for t in self._tasks.values() if t is not None]
+            for call_id in [k for k, v in self._tasks.items() if not isinstance(v, StreamTask)]:
+                del self._tasks[call_id]  # a stream stays until its generator is closed
             if not self._tasks:
                 self._idle.notify_all()
         for task in tasks:
