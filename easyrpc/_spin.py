@@ -2,9 +2,8 @@
 
 A lone call's reply (and a sequential caller's next request) usually arrives within a
 few tens of microseconds. A thread that sleeps for it leaves its CPU idle, and on a
-virtual machine an idle CPU halts: waking it again goes through the hypervisor. On the
-2-CPU KVM guest of ``benchmarks/`` that made up about half of a sequential call's
-time. Polling the socket (``poll`` with no timeout, which releases the GIL each time)
+virtual machine an idle CPU halts: waking it again goes through the hypervisor, a
+large part of a sequential call's time there. Polling the socket (``poll`` with no timeout, which releases the GIL each time)
 for up to a short *window* first keeps the CPU awake; if nothing comes, the thread
 sleeps as before. This is the user-space form of Linux's ``busy_poll`` and of KVM's
 halt polling, and backs off the same way: a wait that polled its whole window in vain

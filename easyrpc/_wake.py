@@ -2,7 +2,7 @@
 
 A blocking call's thread sleeps until the thread that reads its reply wakes it. Releasing
 a ``threading.Lock`` that a thread sleeps on makes the futex system call that wakes it
-while still holding the GIL; on a virtual machine that wake can take 10 µs or more, and
+while still holding the GIL; on a virtual machine that wake can take long, and
 no other Python thread runs meanwhile. With 8 threads sharing one proxy, py-spy put a
 fifth of the client's GIL-holding time on that one ``release()``.
 
@@ -11,9 +11,8 @@ system calls, so the wake no longer stalls every other thread. A pipe rather tha
 ``eventfd``: the kernel wakes a pipe's reader as a *sync* wake (the waker says it will
 sleep soon), which puts the woken thread on the waker's CPU when that CPU has nothing
 else to run. A proxy's threads then stay together instead of waking on the other CPU
-only to find the GIL held there. With 8 threads sharing one proxy on the benchmark
-machine, 8 interleaved rounds each: an eventfd made 17,600-23,300 calls/s (median
-20,200), a pipe 25,600-36,400 (median 32,300). A lone blocking caller mostly reads its
+only to find the GIL held there (the A/B figures are in the commit that made the
+waker a pipe, c030177). A lone blocking caller mostly reads its
 own reply and does not sleep here. Where ``poll`` is missing, or the process is out of
 file descriptors, a raw lock stands in.
 

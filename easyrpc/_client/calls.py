@@ -104,8 +104,8 @@ class BlockingCall(SettledOnce):
     """A blocking caller's call (``proxy.f(...)``): its thread sleeps on its own waker.
 
     Only the calling thread ever waits for it and nobody can attach a callback, so it
-    needs no Future: a Future's waiter sleeps on a Python-level Condition, which cost
-    about 20 µs of CPU per call when threads share a proxy. The thread's waker (a
+    needs no Future: a Future's waiter sleeps on a Python-level Condition, which costs
+    CPU on every call when threads share a proxy. The thread's waker (a
     pipe, see ``_wake``) is woken with the GIL released.
     """
 

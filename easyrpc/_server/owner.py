@@ -1,8 +1,8 @@
 """Who reads a flask-sock connection's socket on easyrpc's routes.
 
 flask-sock wraps each connection in a ``simple_websocket.Server``, which starts a thread
-that reads the socket through wsproto; profiles put that parsing at 35-45 % of the
-server's CPU per call. :func:`install_socket_owner` keeps that thread from starting on
+that reads the socket through wsproto, a large share of the server's CPU per call in
+profiles. :func:`install_socket_owner` keeps that thread from starting on
 easyrpc's routes (other routes are untouched): easyrpc reads the socket itself. If an
 application replaces ``SOCK_SERVER_OPTIONS`` after ``init_app``, simple-websocket's thread
 runs and delivers messages through an :class:`Inbox` instead.
