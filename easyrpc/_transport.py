@@ -48,7 +48,6 @@ from ._core.frames import (
     FrameParser,
     MaskKeys,
     apply_mask,
-    close_payload,
     masked_chunks,
     masked_frame_header,
 )
@@ -57,7 +56,7 @@ from ._core.frames import (
 )
 from ._spin import BusyPoll
 
-__all__ = ["FrameReader", "FrameError", "Writable", "frame_bytes", "write_frame", "write_items", "write_close",
+__all__ = ["FrameReader", "FrameError", "frame_bytes", "write_frame",
            "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 # One recv's size. Python allocates the whole size for every recv and then shrinks the
@@ -84,33 +83,6 @@ def write_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
         return
     for piece in masked_chunks(opcode, payload, _keys.next):
         sock.sendall(piece)
-
-
-Writable = bytes | Callable[[socket.socket], None]
-
-
-def write_items(sock: socket.socket, items: list[Writable], join_below: int) -> None:
-    """Write *items* in order in as few ``sendall`` calls as can be: frames shorter than
-    *join_below* bytes are joined, longer ones written as they are (never copied), and a
-    callable writes itself (a big frame masked piece by piece, a close frame)."""
-    small: list[bytes] = []
-    for item in items:
-        if isinstance(item, bytes) and len(item) < join_below:
-            small.append(item)
-            continue
-        if small:
-            sock.sendall(small[0] if len(small) == 1 else b"".join(small))
-            small = []
-        if isinstance(item, bytes):
-            sock.sendall(item)
-        else:
-            item(sock)
-    if small:
-        sock.sendall(small[0] if len(small) == 1 else b"".join(small))
-
-
-def write_close(sock: socket.socket, code: int = 1000, reason: str = "") -> None:
-    write_frame(sock, OP_CLOSE, close_payload(code, reason))
 
 
 class FrameReader:

@@ -68,10 +68,6 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("easyrpc.proxy")
 
-_BATCH_LIMIT = 1 << 16  # frames up to this size are joined into one write
-_SEAL_MARGIN = 64  # what sealing adds to a payload, at most
-_QUEUE_LIMIT = 4 << 20  # bytes queued behind a writer before senders wait
-_JOIN_ALL = 1 << 62  # the client's queued byte frames are all small: join them all
 _READER: Any = object()  # the reader holds the reading role: the hub, or a TLS connection's thread
 _STEP_ASIDE = 0.05  # how long the reader leaves a freed role to blocking callers before taking it
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
