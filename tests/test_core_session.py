@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from easyrpc import _protocol as proto
-from easyrpc._core.session import BadText, Cancel, Credit, Notice, Run, Send, ServerSession
+from easyrpc._core.session import BadText, Notice, Run, Send, ServerSession
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -73,8 +73,8 @@ def test_an_invalid_call_with_a_usable_id_is_refused_by_id_otherwise_noticed() -
 
 def test_cancel_credit_ping_and_pong() -> None:
     s = session()
-    assert s.receive(b'{"k":"cancel","i":3}') == Cancel(3)
-    assert s.receive(b'{"k":"credit","i":3,"n":32}') == Credit(3, 32)
+    assert s.receive(b'{"k":"cancel","i":3}') == proto.Cancel(3)
+    assert s.receive(b'{"k":"credit","i":3,"n":32}') == proto.Credit(3, 32)
     pong = s.receive(b'{"k":"ping","t":9}')
     assert isinstance(pong, Send) and proto.parse_server(pong.payload) == proto.Pong(9)
     assert s.receive(b'{"k":"pong","t":9}') is None

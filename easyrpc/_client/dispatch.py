@@ -18,12 +18,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
+
+from .._net.process import PerProcess
 
 if TYPE_CHECKING:
     from .calls import Pending
@@ -140,24 +141,9 @@ class Dispatcher:
         return tick
 
 
-_dispatcher: Dispatcher | None = None
-_dispatcher_lock = threading.Lock()
+_dispatcher = PerProcess(Dispatcher)
 
 
 def dispatcher() -> Dispatcher:
     """The process's dispatcher (created on first use)."""
-    global _dispatcher
-    with _dispatcher_lock:
-        if _dispatcher is None:
-            _dispatcher = Dispatcher()
-        return _dispatcher
-
-
-def _reset_after_fork() -> None:
-    global _dispatcher, _dispatcher_lock
-    _dispatcher = None  # its thread does not exist in the child
-    _dispatcher_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    return _dispatcher.get()

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, Union
 from .. import _protocol as proto
 from ..exceptions import ProtocolError
 
-__all__ = ["BadText", "Cancel", "Credit", "Notice", "Run", "Send", "ServerSession"]
+__all__ = ["BadText", "Notice", "Run", "Send", "ServerSession"]
 
 T = TypeVar("T")  # what the I/O layer runs a call as
 R = TypeVar("R")  # a function's registration
@@ -48,28 +48,14 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
-    """The peer cancelled call *id* (in flight, or already over)."""
-
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Credit:
-    """The peer's consumer of stream *id* grants *n* more items."""
-
-    id: int
-    n: int
-
-
-@dataclass(frozen=True, slots=True)
 class BadText:
     """The message is not UTF-8 (in a text frame: close the connection with 1007)."""
 
     reason: str
 
 
-Action = Union[Run[Any], Send, Notice, Cancel, Credit, BadText, None]
+# a cancel or a credit from the peer is handed on as the message itself
+Action = Union[Run[Any], Send, Notice, proto.Cancel, proto.Credit, BadText, None]
 
 
 class ServerSession(Generic[T, R]):
@@ -99,10 +85,8 @@ class ServerSession(Generic[T, R]):
             return Notice(f"invalid message: {exc}")
         if isinstance(msg, proto.Call):
             return self._call(msg)
-        if isinstance(msg, proto.Cancel):
-            return Cancel(msg.id)
-        if isinstance(msg, proto.Credit):
-            return Credit(msg.id, msg.n)
+        if isinstance(msg, (proto.Cancel, proto.Credit)):
+            return msg
         if isinstance(msg, proto.Ping):
             return Send(proto.encode("pong", t=msg.token))
         if isinstance(msg, proto.Pong):

@@ -30,6 +30,7 @@ import time
 from typing import Any, Protocol
 
 from ._inline import InlineWatch
+from .process import PerProcess
 
 __all__ = ["Hub", "HubPeer", "Retired", "hub"]
 
@@ -291,24 +292,9 @@ def _safely(method: Any, *args: Any) -> None:
         log.exception("the hub's handler %r failed", method)
 
 
-_hub: Hub | None = None
-_hub_lock = threading.Lock()
+_hub = PerProcess(Hub)
 
 
 def hub() -> Hub:
     """The process's hub (created on first use)."""
-    global _hub
-    with _hub_lock:
-        if _hub is None:
-            _hub = Hub()
-        return _hub
-
-
-def _reset_after_fork() -> None:
-    global _hub, _hub_lock
-    _hub = None  # its threads do not exist in the child; its selector is the parent's
-    _hub_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    return _hub.get()

@@ -30,7 +30,7 @@ from simple_websocket import ConnectionClosed
 from .. import _protocol as proto
 from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
 from .._core.keepalive import Drop, Keepalive
-from .._core.session import BadText, Cancel, Credit, Notice, Run, Send, ServerSession
+from .._core.session import BadText, Notice, Run, Send, ServerSession
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .._pool import PoolClosed
@@ -380,9 +380,9 @@ class ServerConnection(Handshake):
             self.send(action.payload)
         elif isinstance(action, Notice):
             self.notice(action.message)
-        elif isinstance(action, Cancel):
+        elif isinstance(action, proto.Cancel):
             self._cancel(action.id)
-        elif isinstance(action, Credit):
+        elif isinstance(action, proto.Credit):
             with self._lock:
                 task = self._tasks.get(action.id)
             if isinstance(task, StreamTask):
