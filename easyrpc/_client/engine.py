@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import select
 import ssl
 import threading
@@ -35,7 +34,7 @@ import websocket
 from .. import _protocol as proto
 from .._core.frames import close_payload
 from .._core.keepalive import Drop, Keepalive
-from .._handshake import FrameCipher, Secret, new_nonce
+from .._handshake import FrameCipher, Secret
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._signature import FunctionSpec, spec_from_description
@@ -58,18 +57,19 @@ from ..exceptions import (
 )
 from .calls import CALLS, BlockingCall, ClientStream, LoopCall, Pending, SettledOnce
 from .dispatch import dispatcher
+from .handshake import client_handshake
 from .loops import LoopReader, settle_in_loop
 from .options import ClientOptions
 from .reader import HubReader
+from .roles import READER, STEP_ASIDE
 from .sock import shutdown as _shutdown
 from .sock import sock_of as _sock_of
+from .thread_reader import ReaderThread
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("easyrpc.proxy")
 
-_READER: Any = object()  # the reader holds the reading role: the hub, or a TLS connection's thread
-_STEP_ASIDE = 0.05  # how long the reader leaves a freed role to blocking callers before taking it
 _LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
@@ -113,10 +113,9 @@ class Engine:
         self._listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
         self._ever_connected = False
-        self._reader: threading.Thread | None = None  # reads a TLS connection, or reconnects
-        self._reader_running = False  # (under _lock) that thread has work; it ends when not
+        self._reader = ReaderThread(self)  # reads a TLS connection, or reconnects
         self._hub_reader: HubReader | None = None  # a plain connection's, read by the hub
-        # the reading role: None (free), _READER, or a blocking caller's thread ident
+        # the reading role: None (free), READER, or a blocking caller's thread ident
         self._role_cond = threading.Condition(threading.Lock())
         self._role: Any = None
         self._reader_wanted = True  # (TLS) the reader thread must take the role as soon as free
@@ -151,9 +150,7 @@ class Engine:
             self._role_cond.notify_all()
         if isinstance(role, LoopReader):
             role.revoke()
-        reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(5.0)
+        self._reader.join(5.0)
         self._detach_hub_reader(None)
         self._fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
         self._dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
@@ -183,16 +180,7 @@ class Engine:
         with self._lock:
             start = self._hub_reader is None  # not connected, or a TLS connection: a thread's work
         if start:
-            self._start_reader()
-
-    def _start_reader(self) -> None:
-        """Start the reader thread unless it runs: it reads a TLS connection or reconnects."""
-        with self._lock:
-            if self._reader_running or self._closing.is_set():
-                return
-            self._reader_running = True
-            self._reader = thread = threading.Thread(target=self._read_loop, name="easyrpc-reader", daemon=True)
-        thread.start()
+            self._reader.start()
 
     # --- connecting --------------------------------------------------------------------
     def _connect_once(self) -> None:
@@ -200,7 +188,7 @@ class Engine:
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True, sslopt=sslopt)
         try:
             ws.connect(self.url, timeout=self.connect_timeout)  # type: ignore[no-untyped-call]
-            functions, cipher = self._handshake(ws)
+            welcomed = client_handshake(ws, self._secret, self.namespace, self.options.encryption_enabled)
         except AuthenticationError:
             _shutdown(ws)
             ws.shutdown()  # type: ignore[no-untyped-call]
@@ -221,7 +209,9 @@ class Engine:
                              # a TLS socket is never written without blocking (nor read by the hub)
                              nonblocking=_never if hub_reader is None else hub().is_leader,
                              want_write=_ignore if hub_reader is None else hub_reader.want_write)
+        cipher = welcomed.cipher
         with self._lock:
+            self.cid = welcomed.cid
             self._ws = ws
             self._frames = frames
             self._cipher = cipher
@@ -229,7 +219,7 @@ class Engine:
             self._hub_reader = hub_reader
             self._keepalive_policy = Keepalive(self.ping_interval, self.ping_timeout, time.monotonic())
         # the welcome's list first: a list the server pushes next must not be overwritten by it
-        self._set_functions(functions)
+        self._set_functions(welcomed.functions)
         if hub_reader is not None:
             hub_reader.attach()
         with self._role_cond:  # read a new connection at once
@@ -240,32 +230,6 @@ class Engine:
         self._ever_connected = True
         self._connected.set()
         self._flush_unsent()
-
-    def _handshake(self, ws: websocket.WebSocket) -> tuple[list[Any], FrameCipher | None]:
-        hello = proto.parse_server(_recv_text(ws))
-        if not isinstance(hello, proto.Hello):
-            raise ProtocolError("the server did not start the handshake")
-        if hello.version != proto.PROTOCOL_VERSION:
-            raise AuthenticationError(
-                f"protocol version mismatch: server speaks {hello.version}, this proxy {proto.PROTOCOL_VERSION}")
-        if hello.encryption != self.options.encryption_enabled:
-            theirs = "enabled" if hello.encryption else "disabled"
-            ours = "enabled" if self.options.encryption_enabled else "disabled"
-            raise AuthenticationError(f"encryption mismatch: the server has encryption {theirs}, this proxy {ours}")
-        client_nonce = new_nonce()
-        token = self._secret.client_token(hello.nonce, client_nonce, self.namespace, self.options.encryption_enabled)
-        ws.send(proto.encode("auth", token=token))
-        reply = proto.parse_server(_recv_text(ws))
-        if isinstance(reply, proto.Refused):
-            raise AuthenticationError(f"the server refused the connection: {reply.reason}")
-        if not isinstance(reply, proto.Welcome):
-            raise ProtocolError("unexpected reply to authentication")
-        self._secret.check_server_proof(reply.proof, hello.nonce, client_nonce, reply.cid)
-        self.cid = reply.cid
-        cipher = None
-        if self.options.encryption_enabled:
-            cipher = self._secret.frame_cipher(hello.nonce, client_nonce, is_server=False)
-        return reply.functions, cipher
 
     def _set_functions(self, descriptions: list[Any]) -> None:
         specs: dict[str, FunctionSpec] = {}
@@ -426,7 +390,7 @@ class Engine:
                 reader = self._role = LoopReader(self, loop, ws, frames)
                 frames.incremental = True
             else:
-                if role is _READER and not isinstance(ws and ws.sock, ssl.SSLSocket):
+                if role is READER and not isinstance(ws and ws.sock, ssl.SSLSocket):
                     self._loop_wanted = loop
                     self._leader_seen = True
                 elif role is None:
@@ -479,7 +443,7 @@ class Engine:
                 self._reader_wanted = True
                 self._role_cond.notify()
             return
-        self._role = _READER
+        self._role = READER
         self._reader_wanted = self._leader_seen = False
         hub_reader.frames.incremental = True  # the hub never blocks, in a big frame neither
         hub_reader.watch(True)
@@ -514,7 +478,7 @@ class Engine:
         role = self._role
         if role is None:
             return "none"
-        if role is _READER:
+        if role is READER:
             return "hub" if self._hub_reader is not None else "reader-thread"
         return "loop" if isinstance(role, LoopReader) else "caller"
 
@@ -542,7 +506,7 @@ class Engine:
 
     def reader_holds(self, frames: FrameReader) -> bool:
         """(Hub.) True if the reader holds the role on the connection *frames* reads."""
-        return self._role is _READER and self._frames is frames
+        return self._role is READER and self._frames is frames
 
     def reader_handled(self, hub_reader: HubReader) -> None:
         """(Hub, after handling what arrived.) Step aside once a blocking caller has been
@@ -551,7 +515,7 @@ class Engine:
             return
         handover: LoopReader | None = None
         with self._role_cond:
-            if self._role is not _READER:
+            if self._role is not READER:
                 return
             self._role = None
             hub_reader.watch(False)
@@ -569,7 +533,7 @@ class Engine:
     def reader_tick(self, hub_reader: HubReader, now: float) -> None:
         """(Hub, periodically.) Take the role back once it has been free a while: an idle
         connection is read (keepalive, pushed function lists)."""
-        if self._role is None and now - hub_reader.free_since >= _STEP_ASIDE:
+        if self._role is None and now - hub_reader.free_since >= STEP_ASIDE:
             with self._role_cond:
                 if self._role is None and self._hub_reader is hub_reader:
                     self._reader_takes()
@@ -583,7 +547,7 @@ class Engine:
             self._hub_reader = None
         hub_reader.detach()
         with self._role_cond:
-            if self._role is _READER:
+            if self._role is READER:
                 self._role = None
 
     # --- blocking callers --------------------------------------------------------------
@@ -616,7 +580,7 @@ class Engine:
         with self._role_cond:
             frames, ws = self._frames, self._ws
             if self._role is not None or frames is None or ws is None or not self._connected.is_set():
-                if self._role is _READER:
+                if self._role is READER:
                     self._leader_seen = True  # it steps aside once it has answered us
                 return  # the thread holding the role settles fut; we wait on it
             self._role = threading.get_ident()
@@ -705,83 +669,6 @@ class Engine:
             self._dispatch.settle(fut, value, exc)
 
     # --- reader thread -----------------------------------------------------------------
-    def _read_loop(self) -> None:
-        """The reader thread: reads a TLS connection, or reconnects; it ends once a plain
-        connection is up (the hub reads it) or the proxy gives up."""
-        try:
-            while not self._closing.is_set():
-                with self._lock:
-                    ws, frames = self._ws, self._frames
-                    if ws is not None and self._hub_reader is not None:
-                        self._reader_running = False  # the hub reads it; lost() starts us again
-                        return
-                if ws is not None and frames is not None:
-                    reason = self._read_connection(ws, frames)
-                    if self._closing.is_set():
-                        return
-                    if reason is not None:  # else a blocking caller noticed the end
-                        self.lost(reason, frames)
-                if not self.reconnect or not self._reconnect():
-                    return
-        except Exception:  # top of the reader thread: log it and fail what waits
-            log.exception("easyrpc reader thread failed")
-            self.lost("internal error in the reader thread", None)
-        finally:
-            with self._lock:
-                if self._reader is threading.current_thread():
-                    self._reader_running = False
-
-    def _read_connection(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
-        """Read and handle frames while holding the reading role, until the connection
-        ends; return why it ended (None if a blocking caller found the end)."""
-        while True:
-            with self._role_cond:
-                while True:
-                    if self._closing.is_set() or self._frames is not frames:
-                        return None
-                    if self._role is None and self._reader_wanted:
-                        break
-                    # stepped aside: take the role back when it has been free a while
-                    if not self._role_cond.wait(_STEP_ASIDE) and self._role is None:
-                        break
-                self._role = _READER
-                self._reader_wanted = self._leader_seen = False
-            handover: LoopReader | None = None
-            reason: str | None = None
-            stepped_aside = False  # False too if _read_frames raised (an internal error)
-            try:
-                reason = self._read_frames(ws, frames)
-                stepped_aside = reason is None
-            finally:
-                with self._role_cond:
-                    self._role = None
-                    loop, self._loop_wanted = self._loop_wanted, None
-                    if loop is not None and stepped_aside and not loop.is_closed() and not self._closing.is_set():
-                        handover = self._role = LoopReader(self, loop, ws, frames)
-                        frames.incremental = True
-                    elif len(self._pending):  # sent while we stepped aside: read on
-                        self._reader_wanted = True
-            if handover is not None:
-                try:
-                    handover.loop.call_soon_threadsafe(handover.start)
-                except RuntimeError:  # the loop closed meanwhile
-                    handover.revoke()
-            if reason is not None:
-                return reason
-
-    def _read_frames(self, ws: websocket.WebSocket, frames: FrameReader) -> str | None:
-        """Handle frames until the connection ends (its reason) or, once a blocking
-        caller has been answered and nothing else is in flight, None (step aside)."""
-        try:
-            while True:
-                reason = self.handle_buffered(ws, frames)
-                if reason is not None:
-                    return reason
-                if self._leader_seen and (self._loop_wanted is not None or not len(self._pending)):
-                    return None
-                frames.fill()
-        except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-            return self.why_lost(exc)
 
     def handle_buffered(self, ws: websocket.WebSocket, frames: FrameReader,
                          deadline: float | None = None) -> str | None:
@@ -893,7 +780,7 @@ class Engine:
         self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not self.reconnect)
         _notify(self._lost_listeners, "connection-lost")
         if self.reconnect and not self._closing.is_set():
-            self._start_reader()  # a no-op when it runs (a TLS connection's reader reconnects)
+            self._reader.start()  # a no-op when it runs (a TLS connection's reader reconnects)
 
     def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
         with self._lock:
@@ -907,25 +794,6 @@ class Engine:
                 it.end(exc)
             else:
                 self.resolve(it, None, exc)
-
-    def _reconnect(self) -> bool:
-        delay = 0.05
-        while not self._closing.is_set():
-            # full jitter: spread a crowd of proxies reconnecting to one server
-            if self._closing.wait(random.uniform(delay / 2, delay)):
-                return False
-            first = not self._ever_connected
-            try:
-                self._connect_once()
-            except AuthenticationError as exc:
-                log.error("reconnecting to %s: %s", self.url, exc)
-            except ConnectionError as exc:
-                log.info("reconnecting to %s failed: %s", self.url, exc)
-            else:
-                log.info("%s %s", "connected to" if first else "reconnected to", self.url)
-                return True
-            delay = min(delay * 2, self.options.max_backoff)
-        return False
 
     # --- the dispatcher's work ----------------------------------------------------------
     def expire_if_due(self, call_id: int, item: Pending) -> None:
@@ -988,15 +856,6 @@ class Engine:
         relay = getattr(fut, "on_settle", None)
         if relay is not None:  # easyrpc's own relay (server links), never user code
             relay(fut)
-
-
-def _recv_text(ws: websocket.WebSocket) -> bytes:
-    opcode, data = ws.recv_data()
-    if opcode == websocket.ABNF.OPCODE_CLOSE:
-        raise ProtocolError("the server closed the connection during the handshake")
-    if opcode != websocket.ABNF.OPCODE_TEXT:
-        raise ProtocolError("expected a text frame during the handshake")
-    return bytes(data)
 
 
 def _never() -> bool:
