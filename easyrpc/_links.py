@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import _protocol as proto
 from ._client import CallFuture, Engine
 from ._client.options import ClientOptions
+from ._server.registry import BUILTIN_LIST
 from .exceptions import EasyRpcError
 from .proxy import RemoteIterator
 
@@ -69,8 +70,6 @@ class ServerLink:
         return self.engine.connected
 
     def _sync(self) -> None:
-        from .server import BUILTIN_LIST
-
         own = self.server.server_id
         offered: dict[str, dict[str, Any]] = {}
         for spec in self.engine.functions.values():

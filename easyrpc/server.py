@@ -22,15 +22,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._client.options import ClientOptions, client_options
 from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
-from ._server.tasks import CallPace
-from ._signature import callable_kind, describe_function, is_identifier
+from ._server.registry import Registered, Registry
 from ._spin import DEFAULT_BUSY_POLL, check_window
 
 if TYPE_CHECKING:
@@ -43,45 +41,6 @@ __all__ = ["EasyRpcServer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")
-BUILTIN_LIST = "get_registered_functions"
-
-
-def _get_registered_functions() -> list[dict[str, Any]]:
-    """Each function offered to this connection: name, namespace, signature and docstring."""
-    raise NotImplementedError  # answered by the connection itself; this only describes it
-
-
-@dataclass(frozen=True)
-class Registered:
-    """One function as served in one namespace."""
-
-    name: str
-    namespace: str
-    func: Callable[..., Any]
-    kind: str  # "sync", "async", "gen", "agen", "builtin", "remote", "remote_gen"
-    description: dict[str, Any]
-    link: ServerLink | None = None  # for functions forwarded from another server
-    pace: CallPace = field(default_factory=CallPace, compare=False, repr=False)  # plain functions' run times
-
-
-def _relay_marker(*args: Any, **kwargs: Any) -> Any:
-    """Stands for a function served by another server (calls go through its link)."""
-    raise RuntimeError("forwarded functions are called through their link")
-
-
-def _relay_stream(link: ServerLink, name: str) -> Callable[..., Any]:
-    def relay(*args: Any, **kwargs: Any) -> Any:
-        return link.stream(name, list(args), kwargs)
-
-    return relay
-
-
-def _same_offer(old: dict[str, Registered], new: dict[str, Registered]) -> bool:
-    return old.keys() == new.keys() and all(old[k].description == new[k].description for k in old)
-
-
-def _origin_of(reg: Registered) -> str:
-    return f"link {reg.link.url}" if reg.link is not None else f"namespace {reg.namespace}"
 
 
 def _without_extensions(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -220,12 +179,9 @@ class EasyRpcServer:
         self._secret = Secret(server_secret)
         self.log = logging.getLogger(f"easyrpc.server.{path.strip('/').replace('/', '.') or 'root'}")
         self._lock = threading.Lock()
-        self._namespaces: dict[str, dict[str, Registered]] = {}
-        self._groups: dict[str, tuple[str, ...]] = {}
-        self._views: dict[str, dict[str, Registered]] = {}
         self._connections: set[ServerConnection] = set()
-        self._links: dict[ServerLink, dict[str, Registered]] = {}  # in creation order
         self.server_id = uuid.uuid4().hex  # identifies this server in forwarded routes
+        self._registry = Registry(self.server_id, self.log)
         self._closing = False
         self._closed = False
         self._max_workers = max_workers
@@ -289,21 +245,7 @@ class EasyRpcServer:
 
         Connected proxies of that namespace (and of groups containing it) are told at once.
         """
-        name = name or getattr(func, "__name__", "")
-        if not isinstance(name, str) or not is_identifier(name):
-            raise ValueError(f"function name must be a plain identifier, not {name!r}")
-        if name == BUILTIN_LIST:
-            raise ValueError(f"{BUILTIN_LIST} is a builtin and cannot be replaced")
-        if not isinstance(namespace, str) or not namespace or len(namespace) > 200:
-            raise ValueError("namespace must be a non-empty string")
-        desc = describe_function(func, name, namespace)
-        desc["route"] = [self.server_id]
-        reg = Registered(name, namespace, func, callable_kind(func), desc)
-        with self._lock:
-            if namespace in self._groups:
-                raise ValueError(f"{namespace!r} is a namespace group")
-            self._namespaces.setdefault(namespace, {})[name] = reg
-            self._views.clear()
+        name = self._registry.register(func, namespace, name)
         self.log.info("registered function %s in namespace %s", name, namespace)
         self._push_functions(namespace)
 
@@ -313,44 +255,13 @@ class EasyRpcServer:
         Where two namespaces have a function of the same name, the one listed first wins
         (a warning is logged).
         """
-        if not namespaces:
-            raise ValueError("a namespace group needs at least one namespace")
-        with self._lock:
-            if group in self._namespaces:
-                raise ValueError(f"{group!r} is already a namespace")
-            self._groups[group] = tuple(namespaces)
-            self._views.clear()
+        self._registry.create_group(group, namespaces)
         self.log.info("namespace group %s = %s", group, ", ".join(namespaces))
         self._push_functions(group)
 
     def functions_for(self, namespace: str) -> dict[str, Registered]:
         """The functions a connection of *namespace* (a namespace or group) may call."""
-        view = self._views.get(namespace)  # every call looks: no lock once built
-        if view is not None:
-            return view
-        with self._lock:
-            view = self._views.get(namespace)
-            if view is not None:
-                return view
-            view = {}
-            members = self._groups.get(namespace, (namespace,))
-            # Precedence: local functions, in member order, then each link's, in the
-            # order the links were created. A shadowed name is logged, never silent.
-            sources = [self._namespaces.get(m, {}) for m in members] + [
-                {n: r for n, r in funcs.items() if r.namespace in members} for funcs in self._links.values()]
-            for source in sources:
-                for fname, reg in source.items():
-                    if fname in view:
-                        if view[fname].func is not reg.func:
-                            self.log.warning("namespace %s: %s from %s is shadowed by %s", namespace, fname,
-                                             _origin_of(reg), _origin_of(view[fname]))
-                        continue
-                    view[fname] = reg
-            view[BUILTIN_LIST] = Registered(
-                BUILTIN_LIST, namespace, _get_registered_functions, "builtin",
-                describe_function(_get_registered_functions, BUILTIN_LIST, namespace))
-            self._views[namespace] = view
-            return view
+        return self._registry.functions_for(namespace)
 
     # --- links to other servers ---------------------------------------------------------
     def create_server_proxy(
@@ -383,28 +294,15 @@ class EasyRpcServer:
         with self._lock:
             if self._closing:
                 raise RuntimeError("the server is closed")
-            self._links[link] = {}
+            self._registry.add_link(link)
         self.log.info("linking to %s (namespace %s)", link.url, link.namespace)
         link.start()
         return link
 
     def set_forwarded(self, link: ServerLink, offered: dict[str, dict[str, Any]]) -> None:
         """Replace the functions *link* offers (called by the link as its origin changes)."""
-        ns = link.local_namespace
-        entries: dict[str, Registered] = {}
-        for fname, desc in offered.items():
-            if desc.get("kind") == "generator":
-                entries[fname] = Registered(fname, ns, _relay_stream(link, fname), "remote_gen", desc, link)
-            else:
-                entries[fname] = Registered(fname, ns, _relay_marker, "remote", desc, link)
-        with self._lock:
-            if link not in self._links:
-                return  # closed meanwhile
-            if _same_offer(self._links[link], entries):
-                return
-            self._links[link] = entries
-            self._views.clear()
-        self._push_functions(ns)
+        if self._registry.set_forwarded(link, offered):
+            self._push_functions(link.local_namespace)
 
     def get_registered_functions(self, namespace: str = "DEFAULT") -> list[dict[str, Any]]:
         """Descriptions (name, namespace, signature, docstring...) of *namespace*'s functions."""
@@ -412,10 +310,7 @@ class EasyRpcServer:
 
     def _push_functions(self, namespace: str) -> None:
         with self._lock:
-            targets = [
-                c for c in self._connections
-                if c.namespace == namespace or namespace in self._groups.get(c.namespace, ())
-            ]
+            targets = [c for c in self._connections if self._registry.sees(c.namespace, namespace)]
         for conn in targets:
             conn.push_functions()
 
@@ -495,12 +390,8 @@ class EasyRpcServer:
         with self._lock:
             self._closing = True
             conns = list(self._connections)
-            links = list(self._links)
-        for link in links:
+        for link in self._registry.take_links():  # forgotten first: a closing link withdraws nothing
             link.close()
-        with self._lock:
-            self._links.clear()
-            self._views.clear()
         deadline = time.monotonic() + grace
         for conn in conns:
             conn.drain(deadline)
