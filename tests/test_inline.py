@@ -24,7 +24,7 @@ from flask import Flask
 from easyrpc import _transport
 from easyrpc._net import _inline
 from easyrpc._net.hub import hub
-from easyrpc._server import connection, tasks
+from easyrpc._server import calls, tasks
 from easyrpc.exceptions import ConnectionLost
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import EasyRpcServer
@@ -99,7 +99,7 @@ def _in_background(fn: Callable[[], Any]) -> Future[Any]:
 
 def _sequential(p: Any) -> None:
     """Make the connection's next plain call run inline: a streak of solo calls."""
-    for _ in range(connection.SOLO_STREAK):
+    for _ in range(calls.SOLO_STREAK):
         p.who()
 
 
@@ -117,7 +117,7 @@ def test_sequential_calls_run_on_the_hubs_leader(gated: Any, open_proxy: Any) ->
     p = open_proxy(served)
     names = [p.who() for _ in range(50)]
     # the first calls of a streak go to the pool; from then on, the hub's leader runs them
-    first = connection.SOLO_STREAK - 1
+    first = calls.SOLO_STREAK - 1
     assert all(n.startswith("easyrpc-worker") for n in names[:first]), names
     assert all(n.startswith("easyrpc-hub-") for n in names[first:]), names
 
@@ -371,7 +371,7 @@ def test_call_pace_counts_fast_runs_and_forgives_one_slow_run() -> None:
 def test_concurrent_calls_of_a_fast_function_run_on_the_hubs_leader(gated: Any, open_proxy: Any) -> None:
     served, _, _ = gated
     p = open_proxy(served)
-    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + calls.SOLO_STREAK):
         p.who()  # fast runs: its pace says so
     names = [f.result(5) for f in [p.who.submit() for _ in range(64)]]
     assert not any(n.startswith("easyrpc-worker") for n in names), names
@@ -380,7 +380,7 @@ def test_concurrent_calls_of_a_fast_function_run_on_the_hubs_leader(gated: Any, 
 def test_concurrent_calls_of_a_slow_function_go_to_the_pool(gated: Any, open_proxy: Any) -> None:
     served, _, _ = gated
     p = open_proxy(served)
-    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + calls.SOLO_STREAK):
         p.slow_who()  # sequential: these may run inline, and their runs are slow
     names = [f.result(5) for f in [p.slow_who.submit() for _ in range(16)]]
     # The first may arrive alone, continuing the sequential streak, and run inline; the
@@ -391,7 +391,7 @@ def test_concurrent_calls_of_a_slow_function_go_to_the_pool(gated: Any, open_pro
 def test_a_fast_function_turning_slow_inline_holds_up_no_other_call(gated: Any, open_proxy: Any) -> None:
     served, _, gate = gated
     p = open_proxy(served)
-    for _ in range(tasks.FAST_SCORE + connection.SOLO_STREAK):
+    for _ in range(tasks.FAST_SCORE + calls.SOLO_STREAK):
         p.maybe_hold(False)
     others = [p.who.submit() for _ in range(4)]  # in flight: not a sequential streak
     held = p.maybe_hold.submit(True)

@@ -17,12 +17,10 @@ inbox (:mod:`.owner`). Everything after the framing is shared.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from simple_websocket import ConnectionClosed
@@ -33,19 +31,17 @@ from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
-from .._pool import PoolClosed
-from ..exceptions import SerializationError
+from .calls import Calls
 from .handshake import Handshake, Stop
 from .owner import SocketOwner
-from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
+from .tasks import CallTask, StreamTask
 
 if TYPE_CHECKING:
     from ..server import EasyRpcServer
 
-__all__ = ["ServerConnection", "SOLO_STREAK"]
+__all__ = ["ServerConnection"]
 
 CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
-SOLO_STREAK = 3  # calls in a row alone on their connection before they run on the spot
 _WAIT = 1.0  # the handler thread looks at its connection at least this often
 # close codes a peer may send that we echo back (RFC 6455 §7.4.1); others get 1000
 _ECHO_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
@@ -63,7 +59,6 @@ class ServerConnection(Handshake):
                                    on_error=self._write_failed)
         self._read_paused = False  # replies pile up: the hub stops reading this connection
         self._write_wanted = False
-        self._solo = 0  # calls in a row that were alone on this connection
         self._lock = threading.Lock()  # the task table
         self._idle = threading.Condition(self._lock)
         # the calls in flight and the rules for new ones (sans-I/O), under self._lock
@@ -73,6 +68,7 @@ class ServerConnection(Handshake):
         self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
         self._closed_at: float | None = None
         self._done = threading.Event()  # reading is over: the handler thread tears down
+        self._calls = Calls(self)
 
     # --- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
@@ -375,7 +371,7 @@ class ServerConnection(Handshake):
         with self._lock:
             action = self._session.receive(plain)
         if isinstance(action, Run):
-            self._start_call(action.call, action.reg)
+            self._calls.start(action.call, action.reg)
         elif isinstance(action, Send):
             self.send(action.payload)
         elif isinstance(action, Notice):
@@ -398,103 +394,6 @@ class ServerConnection(Handshake):
     def notice(self, message: str) -> None:
         self.log.warning("connection %s: %s", self.cid, message)
         self.send(proto.encode("notice", msg=message))
-
-    # --- calls -------------------------------------------------------------------------
-    def _start_call(self, msg: proto.Call, reg: Any) -> None:
-        """Run a call the session admitted (its id is reserved)."""
-        task: CallTask | StreamTask
-        if reg.kind in ("sync", "async", "builtin", "remote"):
-            task = CallTask()
-        else:
-            window = min(msg.window or 1, self.server.stream_window_max)
-            task = StreamTask(self, msg.id, None, reg.kind == "agen", window, msg.fn)
-            if window < msg.window:
-                task.announce = window
-        with self._lock:
-            self._session.started(msg.id, task)
-        try:
-            self._dispatch(msg, reg, task)
-        except PoolClosed:  # the server closed its pool and loop meanwhile
-            self.finish(msg.id, task, refused_at_shutdown(msg.id))
-
-    def _dispatch(self, msg: proto.Call, reg: Any, task: CallTask | StreamTask) -> None:
-        server = self.server
-        if reg.kind == "builtin":
-            self.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(self.namespace)))
-        elif reg.kind == "sync":
-            assert isinstance(task, CallTask)
-            if self._may_inline(reg.pace):
-                assert self._hub is not None
-                if not self._frames.drained():
-                    self._hub.pend(self)  # should this thread lose the loop, the next leader reads on
-                self._hub.run_inline(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
-            else:
-                server.executor().submit(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
-        elif reg.kind == "remote":
-            assert isinstance(task, CallTask) and reg.link is not None
-            reg.link.forward(self, msg, task)
-        elif reg.kind == "async":
-            assert isinstance(task, CallTask)
-            loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
-            task.future = asyncio.run_coroutine_threadsafe(
-                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), loop)
-        else:
-            assert isinstance(task, StreamTask)
-            try:
-                task.gen = reg.func(*msg.args, **msg.kwargs)
-            except Exception as exc:  # noqa: BLE001 - binding errors go to the caller
-                self.finish(msg.id, task, self.failure(msg.id, exc))
-                return
-            task.start()
-
-    # A plain call read by the hub's leader runs right there when the connection is used
-    # sequentially (this call and the last SOLO_STREAK - 1 found nothing else in flight
-    # and nothing more received), or when its function has been fast (CallPace):
-    # concurrent calls of fast functions then cost no hand-off either. Other calls go to
-    # the pool. A call that runs long makes the watchdog give the loop to a new leader.
-    def _may_inline(self, pace: CallPace) -> bool:
-        if not self._on_hub():
-            return False
-        if len(self._tasks) != 1 or not self._frames.drained():
-            self._solo = 0
-        else:
-            self._solo += 1
-        return (pace.fast or self._solo >= SOLO_STREAK) and self._closed_at is None
-
-    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> bytes:
-        try:
-            return proto.encode_result(call_id, value)
-        except SerializationError as exc:
-            return proto.encode_failure(call_id, proto.error_wire(
-                "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
-
-    def _run_sync(self, call_id: int, task: CallTask, fn: Callable[..., Any], pace: CallPace,
-                  args: list[Any], kwargs: dict[str, Any]) -> None:
-        if task.cancelled:
-            return  # cancelled (or timed out) while it waited for a worker
-        payload: bytes | None = None
-        started = time.perf_counter()
-        try:
-            payload = self._result(call_id, fn, fn(*args, **kwargs))
-        except function_errors() as exc:  # the function's error goes to its caller
-            payload = self.failure(call_id, exc)
-        finally:
-            pace.record(time.perf_counter() - started)
-            if payload is None:  # SystemExit or the like: the caller still gets an answer
-                payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
-            self.finish(call_id, task, payload)
-
-    async def _run_async(
-        self, call_id: int, task: CallTask, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            payload = self._result(call_id, fn, await fn(*args, **kwargs))
-        except asyncio.CancelledError:
-            self.finish(call_id, task, None)
-            raise
-        except function_errors() as exc:  # the function's error goes to its caller
-            payload = self.failure(call_id, exc)
-        await asyncio.wrap_future(self.server.executor().run(self.finish, call_id, task, payload))
 
     def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""

@@ -1,0 +1,139 @@
+"""How one server connection runs its calls: on the spot, in the pool, on the loop, or
+as a stream.
+
+A plain call runs on the hub's leader itself when that saves a hand-off (a sequential
+caller: this call and the last ``SOLO_STREAK - 1`` found nothing else in flight and
+nothing more received; or a function that has been fast, ``CallPace``), under the
+watchdog (``Hub.run_inline``); other plain calls go to the worker pool, ``async def``
+functions to the server's event loop, generators to a ``StreamTask``, forwarded
+functions to their link. Every call ends in :meth:`ServerConnection.finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import _protocol as proto
+from .._pool import PoolClosed
+from ..exceptions import SerializationError
+from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
+
+if TYPE_CHECKING:
+    from .connection import ServerConnection
+
+__all__ = ["Calls", "SOLO_STREAK"]
+
+SOLO_STREAK = 3  # calls in a row alone on their connection before they run on the spot
+
+
+class Calls:
+    """Runs the calls of one connection."""
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self._solo = 0  # calls in a row that were alone on the connection
+
+    # --- calls -------------------------------------------------------------------------
+    def start(self, msg: proto.Call, reg: Any) -> None:
+        """Run a call the session admitted (its id is reserved)."""
+        conn = self.conn
+        task: CallTask | StreamTask
+        if reg.kind in ("sync", "async", "builtin", "remote"):
+            task = CallTask()
+        else:
+            window = min(msg.window or 1, conn.server.stream_window_max)
+            task = StreamTask(conn, msg.id, None, reg.kind == "agen", window, msg.fn)
+            if window < msg.window:
+                task.announce = window
+        with conn._lock:
+            conn._session.started(msg.id, task)
+        try:
+            self._dispatch(msg, reg, task)
+        except PoolClosed:  # the server closed its pool and loop meanwhile
+            conn.finish(msg.id, task, refused_at_shutdown(msg.id))
+
+    def _dispatch(self, msg: proto.Call, reg: Any, task: CallTask | StreamTask) -> None:
+        conn = self.conn
+        server = conn.server
+        if reg.kind == "builtin":
+            conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
+        elif reg.kind == "sync":
+            assert isinstance(task, CallTask)
+            if self._may_inline(reg.pace):
+                assert conn._hub is not None
+                if not conn._frames.drained():
+                    conn._hub.pend(conn)  # should this thread lose the loop, the next leader reads on
+                conn._hub.run_inline(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+            else:
+                server.executor().submit(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+        elif reg.kind == "remote":
+            assert isinstance(task, CallTask) and reg.link is not None
+            reg.link.forward(conn, msg, task)
+        elif reg.kind == "async":
+            assert isinstance(task, CallTask)
+            loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
+            task.future = asyncio.run_coroutine_threadsafe(
+                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), loop)
+        else:
+            assert isinstance(task, StreamTask)
+            try:
+                task.gen = reg.func(*msg.args, **msg.kwargs)
+            except Exception as exc:  # noqa: BLE001 - binding errors go to the caller
+                conn.finish(msg.id, task, conn.failure(msg.id, exc))
+                return
+            task.start()
+
+    # A plain call read by the hub's leader runs right there when the connection is used
+    # sequentially (this call and the last SOLO_STREAK - 1 found nothing else in flight
+    # and nothing more received), or when its function has been fast (CallPace):
+    # concurrent calls of fast functions then cost no hand-off either. Other calls go to
+    # the pool. A call that runs long makes the watchdog give the loop to a new leader.
+    def _may_inline(self, pace: CallPace) -> bool:
+        conn = self.conn
+        if not conn._on_hub():
+            return False
+        if len(conn._tasks) != 1 or not conn._frames.drained():
+            self._solo = 0
+        else:
+            self._solo += 1
+        return (pace.fast or self._solo >= SOLO_STREAK) and conn._closed_at is None
+
+    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> bytes:
+        try:
+            return proto.encode_result(call_id, value)
+        except SerializationError as exc:
+            return proto.encode_failure(call_id, proto.error_wire(
+                "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
+
+    def _run_sync(self, call_id: int, task: CallTask, fn: Callable[..., Any], pace: CallPace,
+                  args: list[Any], kwargs: dict[str, Any]) -> None:
+        conn = self.conn
+        if task.cancelled:
+            return  # cancelled (or timed out) while it waited for a worker
+        payload: bytes | None = None
+        started = time.perf_counter()
+        try:
+            payload = self._result(call_id, fn, fn(*args, **kwargs))
+        except function_errors() as exc:  # the function's error goes to its caller
+            payload = conn.failure(call_id, exc)
+        finally:
+            pace.record(time.perf_counter() - started)
+            if payload is None:  # SystemExit or the like: the caller still gets an answer
+                payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
+            conn.finish(call_id, task, payload)
+
+    async def _run_async(
+        self, call_id: int, task: CallTask, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        conn = self.conn
+        try:
+            payload = self._result(call_id, fn, await fn(*args, **kwargs))
+        except asyncio.CancelledError:
+            conn.finish(call_id, task, None)
+            raise
+        except function_errors() as exc:  # the function's error goes to its caller
+            payload = conn.failure(call_id, exc)
+        await asyncio.wrap_future(conn.server.executor().run(conn.finish, call_id, task, payload))
