@@ -353,17 +353,24 @@ def weighted_percentile(samples: list[tuple[float, float]], q: float) -> float |
     return samples[-1][0]
 
 
+def start_clients(setup: Setup, clients: list[Child], system: str, port: int, n: int, tag: str,
+                  args: argparse.Namespace, *, hold: bool) -> list[Any]:
+    """Start the client processes holding *n* connections between them (appended to
+    *clients* as they start, so the caller stops every one); their "ready" reports."""
+    first = 0
+    for k in split(n):
+        clients.append(setup.client(system, port, k, first, tag, args, hold=hold))
+        first += k
+    return [c.expect(ready_timeout(n), event="ready") for c in clients]
+
+
 def measure(setup: Setup, system: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     tag = f"n{n}"
     server, port = setup.server(system, n, tag)
     clients: list[Child] = []
     out: dict[str, Any] = {"system": system, "connections": n, "status": "ok"}
     try:
-        first = 0
-        for k in split(n):
-            clients.append(setup.client(system, port, k, first, tag, args, hold=False))
-            first += k
-        readies = [c.expect(ready_timeout(n), event="ready") for c in clients]
+        readies = start_clients(setup, clients, system, port, n, tag, args, hold=False)
         out["connect_s"] = max(r["connect_s"] for r in readies)
         out["connected"] = sum(r["connected"] for r in readies)
         out["warm"] = sum(r["warm"] for r in readies)
@@ -424,11 +431,7 @@ def hold(setup: Setup, system: str, n: int, args: argparse.Namespace) -> dict[st
                            "server_rss_mb_idle": base_status.get("VmRSS", 0) / 1024,
                            "server_threads_idle": base_status.get("Threads", 0)}
     try:
-        first = 0
-        for k in split(n):
-            clients.append(setup.client(system, port, k, first, tag, args, hold=True))
-            first += k
-        readies = [c.expect(ready_timeout(n), event="ready") for c in clients]
+        readies = start_clients(setup, clients, system, port, n, tag, args, hold=True)
         time.sleep(HOLD_SETTLE)
         status = status_fields(server.pid)
         out.update({
