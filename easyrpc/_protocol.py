@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Union
 
 from . import _codec
 from .exceptions import ProtocolError, RemoteError, make_remote_error, os_error_details
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_ID", "PendingTable", "encode", "parse_client", "parse_server",
+    "PROTOCOL_VERSION", "MAX_ID", "encode", "parse_client", "parse_server",
     "error_to_wire", "error_from_wire", "InvalidText",
 ]
 
@@ -31,7 +30,6 @@ MAX_ID = 2**53  # ids stay exact in any JSON implementation
 MAX_FN_NAME = 200
 MAX_REASON = 1000
 
-T = TypeVar("T")
 
 
 # --- messages a client sends -------------------------------------------------------------
@@ -362,32 +360,3 @@ def parse_server(data: bytes | str) -> ServerMessage:
     if kind == "bye":
         return Bye(_str(obj, "reason"))
     raise ProtocolError(f"unknown message kind {str(kind)[:50]!r}")
-
-
-# --- the pending-call table --------------------------------------------------------------
-class PendingTable(Generic[T]):
-    """Request ids and what waits for their replies. Not locked: its owner holds the lock."""
-
-    __slots__ = ("_items", "_next_id")
-
-    def __init__(self) -> None:
-        self._items: dict[int, T] = {}
-        self._next_id = 1
-
-    def add(self, item: T) -> int:
-        call_id = self._next_id
-        self._next_id = call_id + 1 if call_id + 1 < MAX_ID else 1
-        self._items[call_id] = item
-        return call_id
-
-    def get(self, call_id: int) -> T | None:
-        return self._items.get(call_id)
-
-    def pop(self, call_id: int) -> T | None:
-        return self._items.pop(call_id, None)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(self._items))

@@ -18,7 +18,7 @@ from makefun import create_function
 from ._client import Engine
 from ._signature import FunctionSpec, wire_arguments
 
-__all__ = ["ProxyBase", "FunctionMap", "make_function"]
+__all__ = ["ProxyBase", "FunctionMap", "engine_of", "make_function"]
 
 MODULE = "easyrpc.remote"
 
@@ -107,6 +107,19 @@ class FunctionMap(Mapping[str, Callable[..., Any]]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+def engine_of(proxy: ProxyBase) -> Engine:
+    """The engine behind *proxy* (either client): for diagnostics and tests.
+
+    Its read-only views tell how the connection is served: ``url``, ``cid``,
+    ``connected``, ``closed``, ``in_flight`` (calls and streams waiting),
+    ``reading_role`` (who reads the socket now: ``'hub'``, ``'reader-thread'``,
+    ``'caller'``, ``'loop'`` or ``'none'``), ``reading_thread``, ``loop_reader`` and
+    ``busy_policy`` (the busy-poll hits and misses). A proxy's own attributes are its
+    remote functions, so these live here rather than on the proxy.
+    """
+    return proxy._engine
 
 
 class ProxyBase:

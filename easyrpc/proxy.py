@@ -19,10 +19,10 @@ from typing import Any
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
 from ._client.options import ClientOptions, client_options
-from ._proxy_base import ProxyBase, make_function
+from ._proxy_base import ProxyBase, engine_of, make_function
 from ._signature import FunctionSpec, wire_from_bound
 
-__all__ = ["ClientOptions", "EasyRpcProxy", "RemoteIterator"]
+__all__ = ["ClientOptions", "EasyRpcProxy", "RemoteIterator", "engine_of"]
 
 
 class RemoteIterator:

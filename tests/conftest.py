@@ -24,7 +24,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from easyrpc._net.hub import hub
 from easyrpc.aio import EasyRpcProxy as AioProxy
-from easyrpc.proxy import EasyRpcProxy
+from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 SECRET = "abcd1234"
@@ -213,11 +213,11 @@ async def loop_reader(proxy: AioProxy, timeout: float = 5.0) -> Any:
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     while True:
-        role = proxy._engine.loop_reader
+        role = engine_of(proxy).loop_reader
         if role is not None and role.loop is loop:
             return role
         assert time.monotonic() < deadline, \
-            f"the loop never got the reading role (it is {proxy._engine.reading_role!r})"
+            f"the loop never got the reading role (it is {engine_of(proxy).reading_role!r})"
         assert await proxy.echo(0) == 0
 
 

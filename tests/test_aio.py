@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from easyrpc.aio import EasyRpcProxy
+from easyrpc.aio import EasyRpcProxy, engine_of
 
 from .apps import build_app
 from .conftest import SECRET, loop_reader, wait_for
@@ -162,12 +162,12 @@ def test_a_blocked_loop_loses_the_reading_role_and_gets_it_back(server: Any) -> 
             # block the loop (wait_for sleeps without yielding to it): the reply waits unread
             # until the dispatcher sees the stall and the reader thread takes over
             def loop_lost_the_role() -> bool:
-                return p._engine.loop_reader is None
+                return engine_of(p).loop_reader is None
             assert wait_for(loop_lost_the_role, 2.0)
             assert await asyncio.wait_for(task, 5) == 0.3
             for i in range(20):
                 assert await p.echo(i) == i
-            assert wait_for(lambda: p._engine.loop_reader is not None, 2.0)
+            assert wait_for(lambda: engine_of(p).loop_reader is not None, 2.0)
 
     run(main())
 
@@ -208,19 +208,20 @@ def test_aio_proxies_leave_no_descriptors_behind(server: Any) -> None:
 def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hub hands the role to a waiting loop when it steps aside: if close() began in
     between (the hub holding the role when close() looked), no hand-over."""
-    from easyrpc._client import Engine, LoopReader
+    from easyrpc._client import LoopReader
+    from easyrpc._client.role import ReadingRole
 
     held = threading.Event()
-    original = Engine.reader_handled
+    original = ReadingRole.reader_handled
 
-    def reader_handled(engine: Engine, hub_reader: Any) -> None:
-        if engine._loop_wanted is not None and not engine.in_flight and not held.is_set():
+    def reader_handled(role: ReadingRole, hub_reader: Any) -> None:
+        if role.loop_wanted is not None and not role.engine.in_flight and not held.is_set():
             # about to hand the role over, the loop's call answered: until close() has begun
             held.set()
-            assert wait_for(lambda: engine.closed, 10.0, 0.001)
-        original(engine, hub_reader)
+            assert wait_for(lambda: role.engine.closed, 10.0, 0.001)
+        original(role, hub_reader)
 
-    monkeypatch.setattr(Engine, "reader_handled", reader_handled)
+    monkeypatch.setattr(ReadingRole, "reader_handled", reader_handled)
     late: list[LoopReader] = []  # readers started on a loop after close() began
     start = LoopReader.start
 
@@ -233,13 +234,13 @@ def test_no_loop_gets_the_reading_role_once_close_has_begun(server: Any, monkeyp
 
     async def main() -> None:
         p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
-        engine = p._engine
+        engine = engine_of(p)
         try:
             for _ in range(50):  # bounded: the loop may take the role first; try again
                 role = engine.loop_reader
                 if role is not None:
                     role.revoke()
-                engine._want_reader()
+                engine.role.want_reader()
                 # the hub holds the role: the loop's next call asks it for a hand-over
                 assert wait_for(lambda: engine.reading_role == "hub", 5.0)
                 task = asyncio.ensure_future(p.echo(1))
@@ -269,19 +270,19 @@ def test_calls_started_together_go_out_in_writes_of_a_few(server: Any) -> None:
 
     async def main() -> list[int]:
         p = await EasyRpcProxy.create("127.0.0.1", server.port, "/ws/test", server_secret=SECRET)
-        engine = p._engine
+        engine = engine_of(p)
         sizes: list[int] = []
-        send = engine._send
+        send = engine.send
 
         def counting_send(*payloads: bytes) -> None:
             sizes.append(len(payloads))
             send(*payloads)
 
-        engine._send = counting_send
+        engine.send = counting_send  # type: ignore[method-assign]
         try:
             assert await asyncio.gather(*(p.aecho(i) for i in range(n))) == list(range(n))
         finally:
-            engine._send = send
+            del engine.send
             await p.close()
         return sizes
 

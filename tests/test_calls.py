@@ -15,7 +15,7 @@ from flask import Flask
 
 import easyrpc
 from easyrpc import CallTimeout, FunctionNotFound, RemoteError, SerializationError
-from easyrpc.proxy import ClientOptions, EasyRpcProxy
+from easyrpc.proxy import ClientOptions, EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
@@ -121,7 +121,7 @@ def test_remote_custom_error_is_a_remote_error_with_its_type(server: Any, connec
 def test_unknown_function_from_server_is_function_not_found(server: Any, connect: Any) -> None:
     p = connect(server)
     # Hand-build a call the local proxy would refuse: another namespace's function.
-    engine = (p.proxy if connect.kind == "aio" else p)._engine
+    engine = engine_of(p.proxy if connect.kind == "aio" else p)
     from easyrpc._client import CallFuture
 
     fut = CallFuture(engine)

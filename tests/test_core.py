@@ -28,7 +28,7 @@ from easyrpc.exceptions import (
 )
 
 CORE = ["_protocol.py", "_codec.py", "_signature.py", "_handshake.py", "exceptions.py",
-        "_core/frames.py", "_core/keepalive.py", "_core/session.py"]
+        "_core/frames.py", "_core/keepalive.py", "_core/requests.py", "_core/session.py"]
 FORBIDDEN = {"socket", "threading", "asyncio", "flask", "flask_sock", "simple_websocket", "websocket", "selectors", "ssl"}
 
 
@@ -201,13 +201,6 @@ def test_request_id_extraction_is_defensive() -> None:
         assert proto.request_id(bad) is None
 
 
-def test_pending_table() -> None:
-    table: proto.PendingTable[str] = proto.PendingTable()
-    a, b = table.add("a"), table.add("b")
-    assert a != b and len(table) == 2
-    assert table.pop(a) == "a" and table.pop(a) is None
-    assert list(table) == [b] and table.get(b) == "b"
-    assert table.pop(b) == "b" and len(table) == 0
 
 
 # --- errors ------------------------------------------------------------------------------

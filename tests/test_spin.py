@@ -22,7 +22,7 @@ import pytest
 from easyrpc import _spin
 from easyrpc._spin import BusyPoll, busy_policy, check_window
 from easyrpc.aio import EasyRpcProxy as AioProxy
-from easyrpc.proxy import EasyRpcProxy
+from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
@@ -199,7 +199,7 @@ def test_sequential_blocking_calls_poll_for_their_replies(server_process: Server
                              busy_poll=0.01) as proxy:
         for i in range(30):
             assert proxy.echo(i) == i
-        policy = proxy._engine.busy_policy
+        policy = engine_of(proxy).busy_policy
         assert policy is not None and policy.hits >= 10, (policy.hits, policy.misses)
 
 
@@ -210,7 +210,7 @@ def test_sequential_aio_calls_poll_for_their_replies(server_process: ServerProce
         try:
             for i in range(30):
                 assert await proxy.echo(i) == i
-            policy = proxy._engine.busy_policy
+            policy = engine_of(proxy).busy_policy
             assert policy is not None
             return policy.hits, policy.misses
         finally:
@@ -241,7 +241,7 @@ def test_an_aio_call_answered_while_polling_still_lets_other_tasks_run(server_pr
                 assert await proxy.echo(i) == i
                 if turns == before:
                     starved.append(i)
-            policy = proxy._engine.busy_policy
+            policy = engine_of(proxy).busy_policy
             assert policy is not None
             return starved, policy.hits
         finally:
@@ -256,7 +256,7 @@ def test_an_aio_call_answered_while_polling_still_lets_other_tasks_run(server_pr
 def test_calls_of_a_slow_function_stop_polling(server_process: ServerProcess) -> None:
     with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                              busy_poll=0.001) as proxy:
-        policy = proxy._engine.busy_policy
+        policy = engine_of(proxy).busy_policy
         assert policy is not None
         for _ in range(50):  # bounded: a wait does not poll while another connection gets data
             proxy.slow(0.01)  # 10 ms: every poll of 1 ms misses
@@ -273,7 +273,7 @@ def test_a_proxy_with_no_window_never_polls(server_process: ServerProcess) -> No
     with EasyRpcProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                              busy_poll=0) as proxy:
         assert proxy.echo(1) == 1
-        assert proxy._engine.busy_policy is None
+        assert engine_of(proxy).busy_policy is None
 
 
 _CLIENT = textwrap.dedent("""
@@ -335,7 +335,7 @@ def test_the_loop_does_not_poll_while_its_reading_role_is_being_taken_away(serve
         proxy = await AioProxy.create("127.0.0.1", server_process.port, "/ws/test", server_secret=SECRET,
                                       busy_poll=0.01)
         try:
-            engine = proxy._engine
+            engine = engine_of(proxy)
             loop = asyncio.get_running_loop()
             reader = await loop_reader(proxy)
             task = asyncio.ensure_future(proxy.slow(0.5))  # the one call in flight
@@ -354,9 +354,9 @@ def test_the_loop_does_not_poll_while_its_reading_role_is_being_taken_away(serve
 
             before = state()
             with reader.lock:  # held by a thread revoking the role
-                engine.poll_in_loop(loop)
+                engine.role.poll_in_loop(loop)
             assert (policy.hits, policy.misses, policy._skip) == before
-            engine.poll_in_loop(loop)  # free: it polls (the reply is 0.5 s away: a miss)
+            engine.role.poll_in_loop(loop)  # free: it polls (the reply is 0.5 s away: a miss)
             assert policy.misses == before[1] + 1
             assert await task == 0.5
         finally:

@@ -32,7 +32,8 @@ from flask import Flask
 from flask_sock import Sock
 
 from easyrpc import CallTimeout, ConnectionLost
-from easyrpc._client import Engine
+from easyrpc._client.inbound import Inbound
+from easyrpc._client.role import ReadingRole
 from easyrpc._core.frames import frame_header
 from easyrpc._spin import BusyPoll
 from easyrpc._transport import (
@@ -49,7 +50,7 @@ from easyrpc._transport import (
 )
 from easyrpc.aio import EasyRpcProxy as AioProxy
 from easyrpc.exceptions import ProtocolError
-from easyrpc.proxy import EasyRpcProxy
+from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 from .apps import Counter, build_app
@@ -886,24 +887,24 @@ def test_sequential_blocking_calls_read_their_own_replies(
         owned: Target, open_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """200 sequential calls: nearly all replies are read on the calling thread; futures and streams by the hub."""
     p = open_proxy(owned.served)
-    engine = p._engine
+    engine = engine_of(p)
     readers: list[str] = []
     led = 0
-    on_message, lead = Engine._on_message, Engine._lead
+    on_message, lead = Inbound.on_message, ReadingRole.lead
 
-    def spy_message(self: Engine, ws: Any, opcode: int, data: bytes) -> str | None:
-        if self is engine:
+    def spy_message(self: Inbound, ws: Any, opcode: int, data: bytes) -> str | None:
+        if self.engine is engine:
             readers.append(threading.current_thread().name)
         return on_message(self, ws, opcode, data)
 
-    def spy_lead(self: Engine, fut: Any, deadline: float | None) -> None:
+    def spy_lead(self: ReadingRole, fut: Any, deadline: float | None) -> None:
         nonlocal led
-        if self is engine and self.reading_role == "none":  # the role is free: this caller takes it
+        if self.engine is engine and self.name == "none":  # the role is free: this caller takes it
             led += 1
         lead(self, fut, deadline)
 
-    monkeypatch.setattr(Engine, "_on_message", spy_message)
-    monkeypatch.setattr(Engine, "_lead", spy_lead)
+    monkeypatch.setattr(Inbound, "on_message", spy_message)
+    monkeypatch.setattr(ReadingRole, "lead", spy_lead)
     me = threading.current_thread().name
     for i in range(200):
         assert p.echo({"i": i}) == {"i": i}
@@ -923,7 +924,7 @@ def test_sequential_blocking_calls_read_their_own_replies(
 def test_blocking_call_timeout_while_leading(owned: Target, open_proxy: Any) -> None:
     """with_timeout(0.3) on a 5 s function raises CallTimeout in 0.25-1.0 s while the caller holds the reading role."""
     p = open_proxy(owned.served)
-    engine = p._engine
+    engine = engine_of(p)
     led = False
     attempts = 0
     while not led and attempts < 5:
@@ -1000,7 +1001,7 @@ def test_closing_the_proxy_while_a_call_leads_raises_connection_lost_promptly(ow
     while not led and attempts < 5:
         attempts += 1
         p = open_proxy(owned.served)
-        engine = p._engine
+        engine = engine_of(p)
 
         def call(p: EasyRpcProxy = p) -> float:
             assert p.echo("warm-up") == "warm-up"
@@ -1023,7 +1024,7 @@ def test_server_going_away_while_a_call_leads_fails_it_then_the_proxy_reconnects
     """rpc.close(grace=0) while a blocking caller leads: ConnectionLost in < 1.5 s; a new server on the port is found."""
     first = build_target(serve)
     p = open_proxy(first.served)
-    engine = p._engine
+    engine = engine_of(p)
     starts: list[float] = []
 
     def call_until_lost() -> float:
@@ -1057,7 +1058,7 @@ def test_an_interrupted_leader_never_strands_another_threads_call(owned: Target,
     """Ctrl-C lands on a blocking caller while it settles another thread's reply: that call
     fails with ConnectionLost (the connection is started afresh), it is never left hanging."""
     p = open_proxy(owned.served)
-    engine = p._engine
+    engine = engine_of(p)
     assert p.echo(1) == 1 and p.echo(2) == 2  # the reader thread steps aside: callers lead
     leader = threading.current_thread()
     original = engine.resolve
@@ -1161,7 +1162,7 @@ def test_a_revoked_loop_leaves_no_descriptor_behind(owned: Target) -> None:
             assert asyncio.run(stall(p)) == 0.05
         assert len(os.listdir("/proc/self/fd")) <= before + 1
     finally:
-        p._engine.close()
+        engine_of(p).close()
 
 
 def test_a_frame_reader_on_a_socket_closed_underneath_raises_oserror() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from easyrpc import _wake
 from easyrpc._wake import ThreadWaker, thread_waker
+from easyrpc.proxy import engine_of
 
 from .apps import build_app
 from .conftest import wait_for
@@ -258,7 +259,7 @@ def test_a_stale_wake_does_not_end_a_blocking_call_early(serve: Any, open_proxy:
     next call look again, not return before its reply."""
     app, rpc, _ = build_app()
     p = open_proxy(serve(app, rpc), timeout=limit)
-    engine = p._engine
+    engine = engine_of(p)
     p.echo(0)  # connected
     for _ in range(3):  # bounded
         # Another thread's call holds the reading role, so this thread's call sleeps on
@@ -283,7 +284,7 @@ def test_a_blocking_call_survives_a_signal_handler_on_its_thread(serve: Any, ope
     itself calls the proxy must leave it answered."""
     app, rpc, _ = build_app()
     p = open_proxy(serve(app, rpc))  # no time limit
-    engine = p._engine
+    engine = engine_of(p)
     p.echo(0)
     handled: list[Any] = []
 

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
+from .._core.requests import StreamCredit
 from .._wake import thread_waker
+from .loops import settle_in_loop
 
 if TYPE_CHECKING:
     from .engine import Engine
     from .loops import LoopInbox
 
-__all__ = ["CALLS", "END", "BlockingCall", "CallFuture", "ClientStream", "LoopCall", "Pending", "SettledOnce"]
+__all__ = ["CALLS", "END", "BlockingCall", "CallFuture", "ClientStream", "LoopCall", "Pending", "SettledOnce", "settle"]
 
 END: Any = object()  # resolves a stream's future when the stream has ended
 
@@ -174,7 +176,7 @@ class ClientStream(_Request):
 
     def __init__(self, engine: Engine, window: int, item_timeout: float | None) -> None:
         self._init_request(engine)
-        self.window = window
+        self._credit = StreamCredit(window)
         self.item_timeout = item_timeout
         self._lock = threading.Lock()
         self._items: deque[Any] = deque()
@@ -182,15 +184,18 @@ class ClientStream(_Request):
         self._ended = False
         self._error: BaseException | None = None
         self._closed = False
-        self._taken = 0
+        self._grantable = 0  # items taken whose credit is not granted yet
+
+    @property
+    def window(self) -> int:
+        """Items the server may send ahead of the consumer."""
+        return self._credit.window
 
     # reader side
     def limit_window(self, window: int) -> None:
-        """The server grants at most *window* items ahead (its stream_window_max): credit
-        goes back after half of that, not half of the window asked for, or the stream
-        would stall with the server out of credit."""
+        """The server sends at most *window* items ahead (its ``stream_window_max``)."""
         with self._lock:
-            self.window = min(self.window, window)
+            self._credit.limit(window)
 
     def push(self, value: Any) -> None:
         with self._lock:
@@ -198,7 +203,7 @@ class ClientStream(_Request):
             if waiter is None:
                 self._items.append(value)
                 return
-            self._taken += 1
+            self._grantable += self._credit.took()
         self.engine.resolve(waiter, value, None)
         self._grant()
 
@@ -217,7 +222,7 @@ class ClientStream(_Request):
         with self._lock:
             if self._items:
                 fut.set_result(self._items.popleft())
-                self._taken += 1
+                self._grantable += self._credit.took()
             elif self._ended or self._closed:
                 if self._error is not None:
                     fut.set_exception(self._error)
@@ -235,9 +240,9 @@ class ClientStream(_Request):
 
     def _grant(self) -> None:
         with self._lock:
-            if self._taken < max(1, self.window // 2) or self._ended or self._closed:
+            if not self._grantable or self._ended or self._closed:
                 return
-            n, self._taken = self._taken, 0
+            n, self._grantable = self._grantable, 0
         self.engine.send_quiet(proto.encode("credit", i=self.id, n=n))
 
     def close(self) -> None:
@@ -257,6 +262,26 @@ class ClientStream(_Request):
     @property
     def closed(self) -> bool:
         return self._closed or (self._ended and not self._items)
+
+
+def settle(fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
+    """Settle *fut* with *value* or *exc* (its done-callbacks run on this thread)."""
+    if isinstance(fut, SettledOnce):
+        fut.settle(value, exc)
+        return
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+    except InvalidStateError:
+        return  # cancelled or timed out meanwhile
+    bridge = getattr(fut, "loop_bridge", None)
+    if bridge is not None:
+        settle_in_loop(bridge, value, exc)
+    relay = getattr(fut, "on_settle", None)
+    if relay is not None:  # easyrpc's own relay (server links), never user code
+        relay(fut)
 
 
 Pending = CallFuture | BlockingCall | LoopCall | ClientStream

@@ -25,6 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._net.process import PerProcess
+from .calls import settle
 
 if TYPE_CHECKING:
     from .calls import Pending
@@ -94,8 +95,6 @@ class Dispatcher:
                 self._thread = None
 
     def _loop(self) -> None:
-        from .engine import Engine  # the engine imports this module
-
         heap: list[tuple[float, int, Engine, int, weakref.ref[Pending]]] = []
         next_tick = 0.0
         while True:
@@ -117,7 +116,7 @@ class Dispatcher:
                 if isinstance(entry[0], float):
                     heapq.heappush(heap, entry)
                 else:
-                    Engine.settle(*entry)
+                    settle(*entry)
                     continue  # settle what is queued first; deadlines on the next quiet look
             now = time.monotonic()
             while heap and heap[0][0] <= now:

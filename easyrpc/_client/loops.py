@@ -166,7 +166,7 @@ class LoopReader:
                 self.revoked = True
                 self._close_fd()
         if self.revoked:
-            self.engine._release(self)
+            self.engine.role.release(self)
 
     def on_readable(self) -> None:
         """Read what the socket has and handle it (on the loop, when it is readable)."""
@@ -182,9 +182,9 @@ class LoopReader:
                 if not frames.wait_readable(0):
                     return
                 frames.fill()
-                reason = engine.handle_buffered(self.ws, frames)
+                reason = engine.inbound.handle_buffered(self.ws, frames)
             except (ProtocolError, OSError) as exc:  # OSError includes ConnectionError
-                reason = engine.why_lost(exc)
+                reason = engine.inbound.why_lost(exc)
             except BaseException:  # Ctrl-C on the loop: a frame may be half handled
                 shutdown(self.ws)
                 raise
@@ -195,7 +195,7 @@ class LoopReader:
             self.stop()
         if not engine.closed:
             engine.lost(reason, frames)
-        engine._release(self)
+        engine.role.release(self)
 
     def stop(self) -> None:
         """Unregister (on the loop's thread, under ``lock``)."""
@@ -222,7 +222,7 @@ class LoopReader:
                 self._close_fd()
         finally:
             self.lock.release()
-        self.engine._release(self)
+        self.engine.role.release(self)
         return True
 
     def _stop_on_loop(self) -> None:

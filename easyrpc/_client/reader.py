@@ -86,19 +86,20 @@ class HubReader:
         # Replies that arrived while the last ones were handled are read at once, without
         # going back to the selector: with many callers on one proxy they usually have.
         for _ in range(_MAX_ROUNDS):
-            if not self.engine.reader_holds(self.frames):
+            if not self.engine.role.reader_holds(self.frames):
                 return
             try:
                 if not self.frames.receive_ready():
                     return
             except OSError as exc:  # ConnectionError at EOF
-                self._end(self.engine.why_lost(exc))
+                self._end(self.engine.inbound.why_lost(exc))
                 return
             self._handle()
 
     def on_buffered(self) -> None:
-        self.engine.reader_claim(self)
-        if self.engine.reader_holds(self.frames):
+        role = self.engine.role
+        role.reader_claim(self)
+        if role.reader_holds(self.frames):
             self._handle()
 
     def claim_soon(self) -> None:
@@ -106,18 +107,18 @@ class HubReader:
         hub().pend(self, wake=True)
 
     def _handle(self) -> None:
-        engine = self.engine
+        inbound = self.engine.inbound
         try:
-            reason = engine.handle_buffered(self.ws, self.frames)
+            reason = inbound.handle_buffered(self.ws, self.frames)
         except (ProtocolError, OSError) as exc:
-            reason = engine.why_lost(exc)
+            reason = inbound.why_lost(exc)
         if reason is not None:
             self._end(reason)
         else:
-            engine.reader_handled(self)
+            self.engine.role.reader_handled(self)
 
     def on_timer(self, now: float) -> None:
-        self.engine.reader_tick(self, now)
+        self.engine.role.reader_tick(self, now)
 
     def _end(self, reason: str) -> None:
         if not self.engine.closed:

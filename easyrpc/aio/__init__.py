@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
 from .._client.options import ClientOptions, client_options
-from .._proxy_base import ProxyBase, make_function
+from .._proxy_base import ProxyBase, engine_of, make_function
 from .._signature import FunctionSpec, wire_from_bound
 from ..exceptions import CallTimeout
 
-__all__ = ["AsyncRemoteIterator", "ClientOptions", "EasyRpcProxy"]
+__all__ = ["AsyncRemoteIterator", "ClientOptions", "EasyRpcProxy", "engine_of"]
 
 T = TypeVar("T")
 _SEND_OFF_LOOP = 1 << 20  # payloads this big are written off the event loop
@@ -173,11 +173,11 @@ class EasyRpcProxy(ProxyBase):
                         self._send_now(loop, [item])
                         # Once the tasks ready now have run (a gather's other calls among
                         # them), poll for the reply if this call is still alone in flight.
-                        if engine.busy_polls:
-                            loop.call_soon(engine.poll_in_loop, loop)
+                        if engine.busy_policy is not None:
+                            loop.call_soon(engine.role.poll_in_loop, loop)
                 else:  # writing megabytes would stall the event loop: write on a helper thread
                     await _off_loop(lambda: engine.send_items((item,)), "send")
-                    engine.read_in_loop(loop)
+                    engine.role.read_in_loop(loop)
                 return await item.future
             except asyncio.CancelledError:
                 item.cancel()  # the awaiting task was cancelled: so is the call, on the server too
@@ -203,7 +203,7 @@ class EasyRpcProxy(ProxyBase):
 
     def _send_now(self, loop: asyncio.AbstractEventLoop, items: list[LoopCall]) -> None:
         self._engine.send_items(items)
-        self._engine.read_in_loop(loop)
+        self._engine.role.read_in_loop(loop)
 
     async def close(self) -> None:
         """Close the connection (off the event loop); pending calls fail with ConnectionLost."""
