@@ -105,13 +105,13 @@ class ServerLink:
 
         fut.on_settle = done  # type: ignore[attr-defined]
         try:
-            self.engine.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
+            self.engine.calls.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
         except EasyRpcError as exc:
             conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_to_wire(exc, include_traceback=False)))
 
     def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
         """Relay a generator: iterated by the local stream pump, closed when it is."""
-        it = RemoteIterator(self.engine.open_stream(name, args, kwargs, None))
+        it = RemoteIterator(self.engine.calls.open_stream(name, args, kwargs, None))
         try:
             yield from it
         finally:

@@ -45,7 +45,7 @@ class RemoteIterator:
         except TimeoutError:
             if fut.done():
                 raise  # the stream failed with a TimeoutError: CallTimeout or remote
-            self._stream.engine.expire(self._stream)
+            self._stream.engine.calls.expire(self._stream)
             value = self._stream.next_future().result(0)
         if value is END:
             raise StopIteration
@@ -111,21 +111,21 @@ class EasyRpcProxy(ProxyBase):
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
-                return RemoteIterator(engine.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
+                return RemoteIterator(engine.calls.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
 
             return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
 
         def submit(*args: Any, **kwargs: Any) -> CallFuture:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
-            engine.submit(fut, spec.name, wargs, wkwargs, timeout)
+            engine.calls.submit(fut, spec.name, wargs, wkwargs, timeout)
             return fut
 
         def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             call = BlockingCall(engine)
-            engine.submit(call, spec.name, wargs, wkwargs, timeout)
-            return engine.wait(call, timeout if timeout is not None else engine.timeout)
+            engine.calls.submit(call, spec.name, wargs, wkwargs, timeout)
+            return engine.calls.wait(call, timeout if timeout is not None else engine.timeout)
 
         return make_function(
             spec, call, submit=make_function(spec, submit), with_timeout=lambda t: self._build(spec, t))

@@ -299,6 +299,7 @@ class _Forgets:
 
     def __init__(self) -> None:
         self.forgotten: list[tuple[int, bool]] = []
+        self.calls = self
 
     def forget(self, call_id: int, item: Any, *, send_cancel: bool) -> None:
         self.forgotten.append((call_id, send_cancel))

@@ -125,7 +125,7 @@ def test_unknown_function_from_server_is_function_not_found(server: Any, connect
     from easyrpc._client import CallFuture
 
     fut = CallFuture(engine)
-    engine.submit(fut, "reset", [], {}, 5.0)
+    engine.calls.submit(fut, "reset", [], {}, 5.0)
     with pytest.raises(FunctionNotFound) as info:
         fut.result(5)
     assert "reset" in str(info.value)

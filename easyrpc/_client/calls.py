@@ -63,7 +63,7 @@ class CallFuture(Future[Any], _Request):
             self.set_running_or_notify_cancel()
         except RuntimeError:
             pass  # already notified by an earlier cancel()
-        self.engine.forget(self.id, self, send_cancel=self.sent)
+        self.engine.calls.forget(self.id, self, send_cancel=self.sent)
         return True
 
 
@@ -163,7 +163,7 @@ class LoopCall(SettledOnce):
     def cancel(self) -> None:
         """The awaiting task was cancelled: drop the call; the server stops it if it was sent."""
         if self._claimed():
-            self.engine.forget(self.id, self, send_cancel=self.sent)
+            self.engine.calls.forget(self.id, self, send_cancel=self.sent)
 
 
 class ClientStream(_Request):
@@ -257,7 +257,7 @@ class ClientStream(_Request):
         if waiter is not None:
             self.engine.resolve(waiter, END, None)
         if not ended:
-            self.engine.forget(self.id, self, send_cancel=self.sent)
+            self.engine.calls.forget(self.id, self, send_cancel=self.sent)
 
     @property
     def closed(self) -> bool:

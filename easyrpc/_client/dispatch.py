@@ -123,7 +123,7 @@ class Dispatcher:
                 _, _, engine, call_id, ref = heapq.heappop(heap)
                 item = ref()
                 if item is not None:
-                    engine.expire_if_due(call_id, item)
+                    engine.calls.expire_if_due(call_id, item)
                 del item
 
     def _checks(self, now: float) -> float:

@@ -18,28 +18,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .. import _protocol as proto
 from .._core.frames import close_payload
-from .._core.requests import RequestTable, call_deadline
 from .._handshake import Secret
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._signature import FunctionSpec
 from .._spin import BusyPoll, busy_policy
 from .._transport import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, frame_bytes
-from ..exceptions import CallTimeout, ConnectionLost, EasyRpcError
-from .calls import BlockingCall, ClientStream, LoopCall, Pending, SettledOnce, settle
+from ..exceptions import ConnectionLost
+from .calls import BlockingCall, LoopCall, SettledOnce, settle
 from .dispatch import dispatcher
 from .inbound import Inbound
+from .inflight import InFlight
 from .link import Link, open_link
-from .loops import LoopReader
+from .loops import LOOP_STALL, LoopReader
 from .options import ClientOptions
-from .role import LOOP_STALL, ReadingRole
+from .role import ReadingRole
 from .sock import shutdown
 from .thread_reader import ReaderThread
 
@@ -60,21 +58,18 @@ class Engine:
         self.timeout = options.timeout  # read on every call
         self._busy = busy_policy(options.busy_poll)  # a lone call polls the socket before sleeping
         self._secret = Secret(secret)
-        self._lock = threading.Lock()  # the request table and the connection
-        self._room = threading.Condition(self._lock)  # callers waiting for max_in_flight
-        self._room_waiters = 0
-        self.requests: RequestTable[Pending] = RequestTable(options.max_in_flight)
+        self._lock = threading.Lock()  # the connection's changes
         self.link: Link | None = None  # the connection, while connected
         self._connected = threading.Event()
         self._closing = threading.Event()
-        self._gone: str | None = None  # why the connection ended, once it will not come back
-        self._dispatch = dispatcher()
+        self.dispatch = dispatcher()
         # how often the dispatcher runs this proxy's checks (keepalive, a stalled loop)
         self.tick = max(0.05, min(LOOP_STALL, options.ping_interval / 4, options.ping_timeout / 4))
         self.cid = ""
         self.functions: dict[str, FunctionSpec] = {}
         self._listeners: dict[str, list[Callable[[], None]]] = {"function-list": [], "connection-lost": []}
         self.ever_connected = False
+        self.calls = InFlight(self)
         self.role = ReadingRole(self)
         self.inbound = Inbound(self)
         self.reader = ReaderThread(self)  # reads a TLS connection, or reconnects
@@ -98,14 +93,14 @@ class Engine:
             if link.writer.wait_idle(1.0):
                 link.writer.send_last(frame_bytes(OP_CLOSE, close_payload(1000, "")))
             shutdown(link.ws)
-        self._dispatch.detach(self)
+        self.dispatch.detach(self)
         self.role.closing()
         self.reader.join(5.0)
         if link is not None and link.hub_reader is not None:
             link.hub_reader.detach()
             self.role.reader_gone()
-        self._fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
-        self._dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
+        self.calls.fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
+        self.dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
         hub().join_if_idle(5.0)  # so do the hub's threads, with the last connection of any kind
         if link is not None:
             link.ws.shutdown()  # type: ignore[no-untyped-call]
@@ -136,7 +131,7 @@ class Engine:
 
     def start_in_background(self) -> None:
         """Serve the connection (the hub reads it) or connect, with retries, in the background."""
-        self._dispatch.attach(self)
+        self.dispatch.attach(self)
         link = self.link
         if link is None or link.hub_reader is None:  # not connected, or TLS: a thread's work
             self.reader.start()
@@ -154,7 +149,7 @@ class Engine:
         self.role.connected()
         self.ever_connected = True
         self._connected.set()
-        self._flush_unsent()
+        self.calls.flush_unsent()
 
     # --- sending -----------------------------------------------------------------------
     def send(self, *payloads: bytes) -> None:
@@ -184,141 +179,11 @@ class Engine:
         link = self.link
         return link.writer if link is not None and link.frames is frames else None
 
-    def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
-               *, send: bool = True) -> None:
-        """Register *item* (a call or a stream) and send its call.
-
-        Raises SerializationError (nothing sent) if the arguments are not JSON. With
-        ``send=False`` the caller sends it later with :meth:`send_items` (easyrpc.aio does,
-        off the event loop, for big payloads).
-        """
-        stream = isinstance(item, ClientStream)
-        now = time.monotonic()
-        limit = timeout if timeout is not None else self.timeout
-        with self._lock:
-            if self._closing.is_set():
-                raise ConnectionLost("the proxy is closed")
-            if self._gone is not None:  # lost, and this proxy does not reconnect
-                raise ConnectionLost(self._gone)
-            if self.requests.full:
-                self._wait_for_room(fn, now + (limit if limit is not None else self.options.connect_timeout))
-            call_id = item.id = self.requests.add(item)
-        try:
-            item.payload = proto.encode_call(call_id, fn, args, kwargs, item.window if stream else 0,  # type: ignore[union-attr]
-                                             None if stream else limit)
-        except BaseException:
-            self.forget(call_id, item, send_cancel=False)
-            raise
-        deadline, item.no_limit = call_deadline(now, limit, stream=stream, connected=self._connected.is_set(),
-                                                connect_timeout=self.options.connect_timeout)
-        if deadline is not None:
-            item.deadline = deadline
-            self._dispatch.expire_at(deadline, self, item)
-        if send:
-            self.send_items((item,))
-
-    def _wait_for_room(self, fn: str, wait_until: float) -> None:
-        """(Under the lock.) Wait until a request may be added, at most until *wait_until*."""
-        while self.requests.full:
-            remaining = wait_until - time.monotonic()
-            if remaining <= 0 or self._closing.is_set():
-                raise CallTimeout(f"{fn}: too many calls in flight (limit {self.requests.max_in_flight})")
-            self._room_waiters += 1
-            try:
-                self._room.wait(remaining)
-            finally:
-                self._room_waiters -= 1
-
-    def open_stream(self, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> ClientStream:
-        """Start a generator call; *timeout* (default: the proxy's) limits each item."""
-        stream = ClientStream(self, self.options.stream_window, timeout if timeout is not None else self.timeout)
-        self.submit(stream, fn, args, kwargs, timeout)
-        return stream
-
-    def send_items(self, items: Sequence[Pending]) -> None:
-        """Send registered calls not sent yet, in as few writes as possible.
-
-        Each is sent once; a call whose request is still unsent while disconnected is
-        sent on reconnect. The encoded request is dropped once sent, so a big one is
-        not kept alive."""
-        with self._lock:
-            if not self._connected.is_set():
-                return  # sent on reconnect by _flush_unsent
-            ready = [it for it in items if not it.sent and self.requests.get(it.id) is it]
-            for it in ready:
-                it.sent = True
-        if ready:
-            try:
-                payloads = [it.payload for it in ready]
-                for it in ready:
-                    it.payload = b""
-                self.send(*payloads)
-            except ConnectionLost:
-                pass  # the reader fails in-flight calls when it notices the drop
-            if self.role.holder is None and not all(it.leads for it in ready):
-                self.role.want_reader()
-
-    def _flush_unsent(self) -> None:
-        with self._lock:
-            waiting = [item for item in self.requests.values() if not item.sent]
-        for item in waiting:
-            if item.no_limit:
-                # it waited for the connection; now it may run as long as it needs
-                item.deadline = None
-        self.send_items(waiting)
-
     # --- calls in flight ---------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         """Calls and streams registered and not yet finished."""
-        return len(self.requests)
-
-    def wait(self, call: BlockingCall, limit: float | None) -> Any:
-        """Block until *call* (submitted) settles and return its result, reading the
-        socket on this thread when no other thread is; CallTimeout after *limit* s,
-        counted from :meth:`submit` (a wait there for room under ``max_in_flight``
-        included)."""
-        if limit is None:
-            deadline = None
-        else:  # submit set the call's deadline before it waited for room, if it did
-            deadline = call.deadline if call.deadline is not None else time.monotonic() + limit
-        if not call.settled:
-            self.role.lead(call, deadline)
-        if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
-            self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
-            call.wait_settled(None)  # settled now: whoever claimed it releases it at once
-        return call.outcome()
-
-    def done(self, call_id: int, item: Pending) -> bool:
-        """Drop a finished request from the table; False if it had left already."""
-        with self._lock:
-            if not self.requests.remove(call_id, item):
-                return False
-            if self._room_waiters:
-                self._room.notify()
-        return True
-
-    def forget(self, call_id: int, item: Pending, *, send_cancel: bool) -> None:
-        """Drop *item* from the request table; tell the server to stop if it was sent."""
-        if self.done(call_id, item) and send_cancel:
-            self.send_quiet(proto.encode("cancel", i=call_id))
-
-    def expire(self, item: Pending) -> None:
-        """The call ran past its deadline: fail it with CallTimeout, cancel it remotely."""
-        self.forget(item.id, item, send_cancel=item.sent)
-        what = "no connection within the time limit" if not item.sent else "no reply within the time limit"
-        exc = CallTimeout(f"call {item.id}: {what}")
-        if isinstance(item, ClientStream):
-            item.end(exc)
-        else:
-            self.resolve(item, None, exc)
-
-    def expire_if_due(self, call_id: int, item: Pending) -> None:
-        """(Dispatcher.) *item*'s deadline has come: expire it if it still waits."""
-        with self._lock:
-            live = self.requests.get(call_id) is item and item.deadline is not None
-        if live:
-            self.expire(item)
+        return len(self.calls.table)
 
     def resolve(self, fut: Future[Any] | BlockingCall | LoopCall, value: Any, exc: BaseException | None) -> None:
         """Resolve *fut*; its done-callbacks (user code) run on the dispatcher thread.
@@ -338,7 +203,7 @@ class Engine:
             if inline:
                 settle(fut, value, exc)
         if not inline:
-            self._dispatch.settle(fut, value, exc)
+            self.dispatch.settle(fut, value, exc)
 
     # --- the connection ends -----------------------------------------------------------
     def lost(self, reason: str, frames: FrameReader | None) -> None:
@@ -360,22 +225,12 @@ class Engine:
             log.warning("connection to %s lost: %s", self.url, reason)
         reconnect = self.options.reconnect
         if not reconnect:
-            with self._lock:  # later calls fail at once instead of waiting for a connection
-                self._gone = f"{self.url}: {reason} (the proxy does not reconnect)"
-        self._fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not reconnect)
+            # later calls fail at once instead of waiting for a connection
+            self.calls.gone = f"{self.url}: {reason} (the proxy does not reconnect)"
+        self.calls.fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not reconnect)
         self.notify("connection-lost")
         if reconnect and not self._closing.is_set():
             self.reader.start()  # a no-op when it runs (a TLS connection's reader reconnects)
-
-    def _fail_all(self, exc: EasyRpcError, *, include_unsent: bool) -> None:
-        with self._lock:
-            failed = self.requests.take(None if include_unsent else _unsent)
-            self._room.notify_all()
-        for it in failed:
-            if isinstance(it, ClientStream):
-                it.end(exc)
-            else:
-                self.resolve(it, None, exc)
 
     # --- the dispatcher's checks, and what tests and diagnostics read ------------------
     def check(self, now: float) -> None:
@@ -406,6 +261,3 @@ class Engine:
         """The busy-poll policy of a lone call (its hits and misses), None if it never polls."""
         return self._busy
 
-
-def _unsent(item: Pending) -> bool:
-    return not item.sent

@@ -100,7 +100,7 @@ class Inbound:
         connection's clean-up finds it, never a call that nobody will settle.
         """
         engine = self.engine
-        item = engine.requests.get(reply.call_id)  # one dict lookup: atomic, no lock needed
+        item = engine.calls.table.get(reply.call_id)  # one dict lookup: atomic, no lock needed
         if item is None:
             return
         if isinstance(item, ClientStream):
@@ -118,7 +118,7 @@ class Inbound:
                 error = ProtocolError(f"call {reply.call_id}: the server ended a stream, not a call")
             engine.resolve(item, reply.value, error)
         if reply.final:
-            engine.done(reply.call_id, item)
+            engine.calls.done(reply.call_id, item)
 
     def set_functions(self, descriptions: list[Any]) -> None:
         """The server's function list (welcome, or pushed): the proxy's functions now."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import threading
 import time
 import weakref
@@ -26,7 +27,9 @@ from .sock import shutdown, sock_of
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["LoopInbox", "LoopReader", "bridge_to_loop", "loop_inbox", "settle_in_loop"]
+__all__ = ["LOOP_STALL", "LoopInbox", "LoopReader", "bridge_to_loop", "loop_inbox", "settle_in_loop"]
+
+LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
 def bridge_to_loop(fut: Future[Any], loop: Any, *, cancel_back: bool = True) -> Any:
@@ -197,6 +200,35 @@ class LoopReader:
             engine.lost(reason, frames)
         engine.role.release(self)
 
+    def poll_once(self) -> None:
+        """(On the loop, its lone call just sent.) Poll the socket for up to the busy-poll
+        window and read the reply here if it comes (see ``_spin``)."""
+        # Under the lock: once revoked, the reader thread polls the same descriptor
+        # (one poll object per connection, which two threads must not use at once).
+        if self.revoked or not self.lock.acquire(blocking=False):
+            return
+        try:
+            readable = not self.revoked and self.frames.busy_poll()
+        except OSError:  # the socket was closed meanwhile: the connection's end is reported elsewhere
+            return
+        finally:
+            self.lock.release()
+        if readable:
+            self.on_readable()
+
+    def check_stalled(self, now: float) -> None:
+        """(Dispatcher, every tick.) Revoke the role if the loop stopped reading: replies
+        wait unread. Once is a reply that just arrived; twice (a tick apart, the loop
+        not having read meanwhile) a loop blocked or stopped."""
+        if not self.revoked and now - self.last_read > LOOP_STALL and _readable_now(self.ws):
+            if self.stalled_since is not None and self.last_read < self.stalled_since:
+                if self.revoke(wait=False):  # busy reading after all: not stalled
+                    self.stalled_since = None
+            else:
+                self.stalled_since = now
+        else:
+            self.stalled_since = None
+
     def stop(self) -> None:
         """Unregister (on the loop's thread, under ``lock``)."""
         if self._fd >= 0:
@@ -228,3 +260,15 @@ class LoopReader:
     def _stop_on_loop(self) -> None:
         with self.lock:
             self.stop()
+
+
+def _readable_now(ws: websocket.WebSocket) -> bool:
+    sock = ws.sock
+    if sock is None:
+        return False
+    poller = select.poll()  # its own poller: the reading thread may be polling too
+    try:
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):
+        return False
+    return bool(poller.poll(0))

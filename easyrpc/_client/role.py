@@ -17,7 +17,6 @@ Whoever holds the role hands what it reads to :class:`.inbound.Inbound`.
 from __future__ import annotations
 
 import asyncio
-import select
 import ssl
 import threading
 import time
@@ -39,7 +38,6 @@ __all__ = ["READER", "STEP_ASIDE", "ReadingRole"]
 
 READER: Any = object()  # the reader holds the reading role: the hub, or a TLS connection's thread
 STEP_ASIDE = 0.05  # how long the reader leaves a freed role to blocking callers before taking it
-LOOP_STALL = 0.25  # a loop that leaves readable data this long loses the reading role
 
 
 class ReadingRole:
@@ -290,37 +288,14 @@ class ReadingRole:
         read the reply here if it comes: the loop's thread stays awake instead of
         sleeping in the selector (see ``_spin``)."""
         holder = self.holder
-        if not isinstance(holder, LoopReader) or holder.loop is not loop or holder.revoked \
-                or self.engine.in_flight != 1:
-            return
-        # Under the role's lock: once revoked, the reader thread polls the same descriptor
-        # (one poll object per connection, which two threads must not use at once).
-        if not holder.lock.acquire(blocking=False):
-            return
-        try:
-            readable = not holder.revoked and holder.frames.busy_poll()
-        except OSError:  # the socket was closed meanwhile: the connection's end is reported elsewhere
-            return
-        finally:
-            holder.lock.release()
-        if readable:
-            holder.on_readable()
+        if isinstance(holder, LoopReader) and holder.loop is loop and self.engine.in_flight == 1:
+            holder.poll_once()
 
     def check_loop(self, now: float) -> None:
         """(Dispatcher, every tick.) Revoke the role of an event loop that stopped reading."""
         holder = self.holder
-        if not isinstance(holder, LoopReader):
-            return
-        if not holder.revoked and now - holder.last_read > LOOP_STALL and _readable_now(holder.ws):
-            # replies wait unread: once is a reply that just arrived, twice (a tick
-            # apart, the loop not having read meanwhile) a loop blocked or stopped
-            if holder.stalled_since is not None and holder.last_read < holder.stalled_since:
-                if holder.revoke(wait=False):  # busy reading after all: not stalled
-                    holder.stalled_since = None
-            else:
-                holder.stalled_since = now
-        else:
-            holder.stalled_since = None
+        if isinstance(holder, LoopReader):
+            holder.check_stalled(now)
 
     # --- blocking callers ---------------------------------------------------------------
     def lead(self, call: BlockingCall, deadline: float | None) -> None:
@@ -374,14 +349,3 @@ class ReadingRole:
                 self.holder = None
                 self._freed(frames)
 
-
-def _readable_now(ws: websocket.WebSocket) -> bool:
-    sock = ws.sock
-    if sock is None:
-        return False
-    poller = select.poll()  # its own poller: the reading thread may be polling too
-    try:
-        poller.register(sock, select.POLLIN)
-    except (OSError, ValueError):
-        return False
-    return bool(poller.poll(0))

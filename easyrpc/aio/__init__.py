@@ -87,7 +87,7 @@ class AsyncRemoteIterator:
         except asyncio.TimeoutError:
             if fut.done() and not fut.cancelled():
                 raise  # the stream itself failed with a TimeoutError
-            self._stream.engine.expire(self._stream)
+            self._stream.engine.calls.expire(self._stream)
             raise CallTimeout(f"stream {self._stream.id}: no item within the time limit") from None
         except asyncio.CancelledError:
             self._stream.close()  # the consumer is gone: stop the producer
@@ -156,7 +156,7 @@ class EasyRpcProxy(ProxyBase):
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> AsyncRemoteIterator:
-                return AsyncRemoteIterator(engine.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
+                return AsyncRemoteIterator(engine.calls.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
 
             return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
 
@@ -164,7 +164,7 @@ class EasyRpcProxy(ProxyBase):
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             loop = asyncio.get_running_loop()
             item = LoopCall(engine, loop, loop_inbox(loop))  # this loop reads the reply
-            engine.submit(item, spec.name, wargs, wkwargs, timeout, send=False)
+            engine.calls.submit(item, spec.name, wargs, wkwargs, timeout, send=False)
             try:
                 if len(item.payload) < _SEND_OFF_LOOP:
                     if self._outbox or engine.in_flight > 1:
@@ -176,7 +176,7 @@ class EasyRpcProxy(ProxyBase):
                         if engine.busy_policy is not None:
                             loop.call_soon(engine.role.poll_in_loop, loop)
                 else:  # writing megabytes would stall the event loop: write on a helper thread
-                    await _off_loop(lambda: engine.send_items((item,)), "send")
+                    await _off_loop(lambda: engine.calls.send_items((item,)), "send")
                     engine.role.read_in_loop(loop)
                 return await item.future
             except asyncio.CancelledError:
@@ -202,7 +202,7 @@ class EasyRpcProxy(ProxyBase):
             self._send_now(asyncio.get_running_loop(), items)
 
     def _send_now(self, loop: asyncio.AbstractEventLoop, items: list[LoopCall]) -> None:
-        self._engine.send_items(items)
+        self._engine.calls.send_items(items)
         self._engine.role.read_in_loop(loop)
 
     async def close(self) -> None:
