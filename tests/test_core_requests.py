@@ -1,11 +1,11 @@
-"""The client's request rules without sockets: the table, replies, stream credit, limits."""
+"""The client's request rules without sockets: the table, replies, limits."""
 
 from __future__ import annotations
 
 import pytest
 
 from easyrpc import _protocol as proto
-from easyrpc._core.requests import Reply, RequestTable, StreamCredit, call_deadline, reply_of
+from easyrpc._core.requests import Reply, RequestTable, call_deadline, reply_of
 from easyrpc.exceptions import RemoteError
 
 
@@ -67,24 +67,6 @@ def test_replies_parsed_from_the_wire() -> None:
     assert reply_of(msg) == Reply(3, [1, 2])
     failure = reply_of(proto.parse_server(proto.encode_failure(4, proto.error_wire("KeyError", "'k'"))))
     assert failure is not None and isinstance(failure.error, KeyError) and failure.final
-
-
-def test_stream_credit_goes_back_after_half_the_window() -> None:
-    credit = StreamCredit(8)
-    assert [credit.took() for _ in range(8)] == [0, 0, 0, 4, 0, 0, 0, 4]
-
-
-def test_stream_credit_follows_a_window_the_server_cut() -> None:
-    credit = StreamCredit(64)
-    credit.limit(4)
-    credit.limit(16)  # never widened again
-    assert credit.window == 4
-    assert [credit.took() for _ in range(4)] == [0, 2, 0, 2]
-
-
-def test_a_window_of_one_grants_every_item() -> None:
-    credit = StreamCredit(1)
-    assert [credit.took() for _ in range(3)] == [1, 1, 1]
 
 
 def test_a_calls_limit_counts_from_the_call() -> None:

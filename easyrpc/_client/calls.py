@@ -15,7 +15,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
-from .._core.requests import StreamCredit
+from .._core.credit import ReceiveCredit
 from .._wake import thread_waker
 from .loops import settle_in_loop
 
@@ -176,7 +176,7 @@ class ClientStream(_Request):
 
     def __init__(self, engine: Engine, window: int, item_timeout: float | None) -> None:
         self._init_request(engine)
-        self._credit = StreamCredit(window)
+        self._credit = ReceiveCredit(window)
         self.item_timeout = item_timeout
         self._lock = threading.Lock()
         self._items: deque[Any] = deque()

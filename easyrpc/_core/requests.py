@@ -1,10 +1,10 @@
-"""A client connection's requests, without I/O: the table, the replies, credit, limits.
+"""A client connection's requests, without I/O: the table, the replies, the limits.
 
 The client's I/O layer (``easyrpc._client``) keeps what waits for each reply (a
 blocking caller, a future, an awaitable, a stream) in a :class:`RequestTable`, asks
-:func:`reply_of` what a message from the server means for it, counts a stream's items
-with :class:`StreamCredit` to know when to grant more, and takes a call's deadline from
-:func:`call_deadline`. It holds the locks and wakes the threads; nothing here does.
+:func:`reply_of` what a message from the server means for it, and takes a request's
+deadline from :func:`call_deadline`. It holds the locks and wakes the threads; nothing
+here does. A stream's credit is :mod:`.credit`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from .. import _protocol as proto
 from ..exceptions import RemoteError
 
-__all__ = ["Reply", "RequestTable", "StreamCredit", "call_deadline", "reply_of"]
+__all__ = ["Reply", "RequestTable", "call_deadline", "reply_of"]
 
 T = TypeVar("T")
 
@@ -112,35 +112,6 @@ def reply_of(msg: proto.ServerMessage) -> Reply | None:
     if isinstance(msg, proto.End):
         return Reply(msg.id, ended=True)
     return None
-
-
-class StreamCredit:
-    """How many items a stream's consumer has taken, and when to grant the server more.
-
-    The client grants *window* items with its call; each item taken frees a slot, and
-    the freed slots go back to the server in one ``credit`` once they make half the
-    window (the server's ``stream_window_max`` may cut the window: see :meth:`limit`).
-    """
-
-    __slots__ = ("window", "_taken")
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._taken = 0
-
-    def limit(self, window: int) -> None:
-        """The server sends at most *window* ahead: grant after half of that, not half
-        of the window asked for, or the stream stalls with the server out of credit."""
-        self.window = min(self.window, window)
-
-    def took(self) -> int:
-        """The consumer took an item: how many slots to grant now (0: none yet)."""
-        taken = self._taken + 1
-        if taken < max(1, self.window // 2):
-            self._taken = taken
-            return 0
-        self._taken = 0
-        return taken
 
 
 def call_deadline(now: float, limit: float | None, *, stream: bool, connected: bool,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
+from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import SerializationError
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
@@ -44,10 +45,8 @@ class Calls:
         if reg.kind in ("sync", "async", "builtin", "remote"):
             task = CallTask()
         else:
-            window = min(msg.window or 1, conn.server.stream_window_max)
-            task = StreamTask(conn, msg.id, None, reg.kind == "agen", window, msg.fn)
-            if window < msg.window:
-                task.announce = window
+            credit = SendCredit(msg.window, conn.server.stream_window_max)
+            task = StreamTask(conn, msg.id, None, reg.kind == "agen", credit, msg.fn)
         with conn._lock:
             conn._session.started(msg.id, task)
         try:

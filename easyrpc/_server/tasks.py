@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
+from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import SerializationError
 
@@ -94,7 +95,7 @@ class StreamTask:
     only while it has credit: an idle stream holds no worker thread.
     """
 
-    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: int,
+    def __init__(self, conn: ServerConnection, call_id: int, gen: Any, is_async: bool, credit: SendCredit,
                  name: str = "?") -> None:
         self.conn = conn
         self.id = call_id
@@ -102,9 +103,6 @@ class StreamTask:
         self.gen = gen
         self.is_async = is_async
         self.credit = credit
-        # the window the server grants when it is smaller than the one asked for: told to
-        # the consumer with the first item, so that it grants credit before it runs out
-        self.announce: int | None = None
         self.lock = threading.Lock()
         self.running = False
         self.finished = False
@@ -143,7 +141,7 @@ class StreamTask:
 
     def add_credit(self, n: int) -> None:
         with self.lock:
-            self.credit = min(self.credit + n, self.conn.server.stream_window_max)
+            self.credit.grant(n)
             if self.running or self.finished:
                 return
             self.running = True
@@ -166,10 +164,9 @@ class StreamTask:
         with self.lock:
             if self.cancelled:
                 return False
-            if self.credit <= 0:
+            if not self.credit.take():
                 self.running = False
                 return False
-            self.credit -= 1
             return True
 
     def _finish(self, payload: bytes | None) -> None:
@@ -227,8 +224,7 @@ class StreamTask:
 
     def _item(self, item: Any) -> bytes:
         try:
-            announce, self.announce = self.announce, None
-            return proto.encode_item(self.id, item, announce)
+            return proto.encode_item(self.id, item, self.credit.announce())
         except SerializationError as exc:
             raise _ItemError(proto.encode_failure(
                 self.id, proto.error_wire("SerializationError", f"an item of {self.name} cannot be sent: {exc}"))) from None
