@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from simple_websocket import ConnectionClosed
 
 from .. import _protocol as proto
+from .._core.close_codes import INVALID_UTF8, NORMAL, bad_frame, echo_code
 from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
 from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
@@ -43,8 +44,6 @@ __all__ = ["ServerConnection"]
 
 CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
 _WAIT = 1.0  # the handler thread looks at its connection at least this often
-# close codes a peer may send that we echo back (RFC 6455 §7.4.1); others get 1000
-_ECHO_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
 
 
 class ServerConnection(Handshake):
@@ -94,7 +93,7 @@ class ServerConnection(Handshake):
             pass
         finally:
             self.server.remove_connection(self)  # also if the handshake failed after adding it
-            self.close(1000, "")
+            self.close(NORMAL, "")
             self._teardown()
 
     def _wait_done(self) -> None:
@@ -159,7 +158,7 @@ class ServerConnection(Handshake):
         """(simple-websocket's thread.) The socket closed."""
         self._done.set()
 
-    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
+    def close(self, code: int = NORMAL, reason: str = "", bye: str | None = None) -> None:
         """Close the connection (idempotent); *bye* tells the proxy why, first (once it
         has been welcomed: before that the proxy expects the welcome, and the close frame
         alone tells it)."""
@@ -257,7 +256,7 @@ class ServerConnection(Handshake):
                     return
         except FrameError as exc:
             self.log.warning("connection %s: %s; closed", self.cid, exc)
-            self.close(exc.code, "bad frame")
+            self.close(*bad_frame(exc.code))
             self._end()
         except (OSError, Stop):
             self._end()
@@ -305,7 +304,7 @@ class ServerConnection(Handshake):
                     return
         except FrameError as exc:
             self.log.warning("connection %s: %s; closed", self.cid, exc)
-            self.close(exc.code, "bad frame")
+            self.close(*bad_frame(exc.code))
         except (OSError, Stop):
             pass  # the peer is gone, or we dropped it
 
@@ -346,8 +345,7 @@ class ServerConnection(Handshake):
         if opcode == OP_PING:
             self.send_control(OP_PONG, data)
         elif opcode == OP_CLOSE:
-            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1000
-            self.close(code if code in _ECHO_CODES or 3000 <= code <= 4999 else 1000, "")
+            self.close(echo_code(data), "")
             return False
         elif opcode != OP_PONG:
             return self.handle_message(data, opcode == OP_BINARY)
@@ -388,7 +386,7 @@ class ServerConnection(Handshake):
                 self.notice(f"invalid message: {action.reason}")
                 return
             self.log.warning("connection %s: text frame %s; closed", self.cid, action.reason)
-            self.close(1007, "invalid UTF-8")
+            self.close(*INVALID_UTF8)
             raise Stop
 
     def notice(self, message: str) -> None:

@@ -16,6 +16,16 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
+from .._core.close_codes import (
+    AUTH_TIMEOUT,
+    BAD_SEAL,
+    ENCRYPTION_REQUIRED,
+    INVALID_UTF8,
+    NORMAL,
+    REFUSED,
+    SHUTTING_DOWN,
+    bad_frame,
+)
 from .._core.frames import OP_CLOSE, OP_PING, OP_PONG, FrameError
 from .._handshake import FrameCipher, new_nonce
 from .._net.green import reading_socket
@@ -80,7 +90,7 @@ class Handshake:
     def send_control(self, opcode: int, payload: bytes) -> None:
         raise NotImplementedError
 
-    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
+    def close(self, code: int = NORMAL, reason: str = "", bye: str | None = None) -> None:
         raise NotImplementedError
 
     def handle_message(self, data: bytes | str, binary: bool) -> bool:
@@ -108,7 +118,7 @@ class Handshake:
                 data = self._receive_first()
             except FrameError as exc:
                 self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
-                self.close(exc.code, "bad frame")
+                self.close(*bad_frame(exc.code))
                 return False
             except (OSError, Stop):
                 return False
@@ -116,7 +126,7 @@ class Handshake:
             data = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
         if data is None:
             self.log.warning("peer %s did not authenticate within %.1f s; closed", self.peer, server.auth_timeout)
-            self.close(1008, "authentication timeout")
+            self.close(*AUTH_TIMEOUT)
             return False
         try:
             msg = proto.parse_client(data)
@@ -124,7 +134,7 @@ class Handshake:
                 raise ProtocolError("expected an auth message")
         except proto.InvalidText as exc:
             self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
-            self.close(1007, "invalid UTF-8")
+            self.close(*INVALID_UTF8)
             return False
         except ProtocolError as exc:
             return self._refuse("protocol", f"handshake failed: {exc}")
@@ -144,7 +154,7 @@ class Handshake:
         # Added before its function list is taken: a function registered from now on is
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
-            self.close(1001, "server shutting down")
+            self.close(*SHUTTING_DOWN)
             return False
         with self._push_lock:
             return self._welcome(nonce, claims["cn"], proof)
@@ -175,7 +185,7 @@ class Handshake:
     def _refuse(self, code: str, reason: str) -> bool:
         self.log.warning("refused peer %s: %s", self.peer, reason)
         self.send(proto.encode("refused", code=code, reason=reason))
-        self.close(1008, "refused")
+        self.close(*REFUSED)
         return False
 
     def _receive_first(self) -> bytes | None:
@@ -236,13 +246,13 @@ class Handshake:
         if self.cipher is not None:
             if not binary or isinstance(data, str):
                 self.log.warning("connection %s: clear-text frame on an encrypted connection; closed", self.cid)
-                self.close(1008, "encryption required")
+                self.close(*ENCRYPTION_REQUIRED)
                 raise Stop
             try:
                 return self.cipher.open(data)
             except ProtocolError as exc:
                 self.log.warning("connection %s: %s; closed", self.cid, exc)
-                self.close(1008, "bad frame")
+                self.close(*BAD_SEAL)
                 raise Stop from None
         if binary:
             self.notice("binary frames are not accepted on this connection")
