@@ -391,8 +391,8 @@ def core_modules() -> Iterator[str]:
 
 
 def test_the_core_has_the_modules_we_check() -> None:
-    assert {"easyrpc._core.frames", "easyrpc._core.keepalive", "easyrpc._core.session",
-            "easyrpc._core.close_codes"} <= set(core_modules())
+    assert {"easyrpc._core.frames", "easyrpc._core.keepalive", "easyrpc._core.session", "easyrpc._core.close_codes",
+            "easyrpc._core.cipher", "easyrpc._core.handshake"} <= set(core_modules())
 
 
 @pytest.mark.parametrize("module", list(core_modules()))
