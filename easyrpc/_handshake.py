@@ -1,4 +1,4 @@
-"""Handshake tokens and frame encryption. Sans-I/O.
+"""Handshake tokens: the secret, the client's token and the server's proof. No I/O.
 
 1. The server sends ``hello`` with a fresh random nonce.
 2. The client answers ``auth`` with a short-lived HS256 JWT, keyed by a key derived from
@@ -9,39 +9,29 @@
    (a JWT over both nonces) and the function list.
 
 The secret itself never crosses the wire and never appears in a message or log line.
-With encryption, each direction gets an AES-256-GCM key from HKDF over the secret and
-both nonces; each frame's nonce is a per-direction counter, so a replayed, reordered or
-tampered frame fails to open.
+The steps' order and rules are :mod:`easyrpc._core.handshake`'s; nonces and frame
+encryption are :mod:`easyrpc._core.cipher`'s (re-exported here). This module stays out
+of ``_core`` because importing PyJWT loads socket, ssl and threading.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import secrets
 import time
 from typing import Any
 
 import jwt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ._core.cipher import FrameCipher, frame_cipher, new_nonce
 from ._protocol import PROTOCOL_VERSION
-from .exceptions import AuthenticationError, ProtocolError
+from .exceptions import AuthenticationError
 
 __all__ = ["Secret", "new_nonce", "FrameCipher"]
 
 TOKEN_TTL = 30.0
 CLOCK_LEEWAY = 5.0
 _ALGORITHMS = ["HS256"]
-
-
-def new_nonce() -> str:
-    """32 random bytes, URL-safe base64."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class Secret:
@@ -117,44 +107,8 @@ class Secret:
 
     # --- encryption ---
     def frame_cipher(self, server_nonce: str, client_nonce: str, is_server: bool) -> FrameCipher:
-        material = HKDF(
-            algorithm=hashes.SHA256(), length=64,
-            salt=(server_nonce + "|" + client_nonce).encode("ascii"),
-            info=b"easyrpc/v1/frames",
-        ).derive(self._raw)
-        c2s, s2c = material[:32], material[32:]
-        return FrameCipher(send_key=s2c if is_server else c2s, recv_key=c2s if is_server else s2c)
+        return frame_cipher(self._raw, server_nonce, client_nonce, is_server)
 
 
 def _same(a: object, b: str) -> bool:
     return isinstance(a, str) and hmac.compare_digest(a.encode(), b.encode())
-
-
-class FrameCipher:
-    """AES-256-GCM per direction; the frame nonce is a counter, so order is enforced.
-
-    ``seal`` must be called in send order (under the connection's send lock) and ``open``
-    in receive order (on the one reader thread).
-    """
-
-    __slots__ = ("_send", "_recv", "_send_n", "_recv_n")
-
-    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
-        self._send = AESGCM(send_key)
-        self._recv = AESGCM(recv_key)
-        self._send_n = 0
-        self._recv_n = 0
-
-    def seal(self, plaintext: bytes) -> bytes:
-        nonce = self._send_n.to_bytes(12, "big")
-        self._send_n += 1
-        return self._send.encrypt(nonce, plaintext, None)
-
-    def open(self, frame: bytes) -> bytes:
-        nonce = self._recv_n.to_bytes(12, "big")
-        try:
-            plaintext = self._recv.decrypt(nonce, frame, None)
-        except InvalidTag:
-            raise ProtocolError("an encrypted frame failed authentication (tampered, replayed or reordered)") from None
-        self._recv_n += 1
-        return plaintext

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._client.options import ClientOptions, client_options
+from ._core.close_codes import SHUTTING_DOWN
 from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
@@ -396,7 +397,7 @@ class EasyRpcServer:
         for conn in conns:
             conn.drain(deadline)
         for conn in conns:
-            conn.close(1001, "server shutting down", bye="server shutting down")
+            conn.close(*SHUTTING_DOWN, bye=SHUTTING_DOWN.reason)
         with self._lock:
             pool, self._pool = self._pool, None
             self._closed = True  # from here on no pool or loop is built again

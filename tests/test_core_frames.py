@@ -24,9 +24,9 @@ import pytest
 
 import easyrpc
 import easyrpc._core
+from easyrpc._core.close_codes import CLOSE_CODES
 from easyrpc._core.frames import (
     BIG_FRAME,
-    CLOSE_CODES,
     MASK_CHUNK,
     OP_BINARY,
     OP_CLOSE,
@@ -391,7 +391,8 @@ def core_modules() -> Iterator[str]:
 
 
 def test_the_core_has_the_modules_we_check() -> None:
-    assert {"easyrpc._core.frames", "easyrpc._core.keepalive", "easyrpc._core.session"} <= set(core_modules())
+    assert {"easyrpc._core.frames", "easyrpc._core.keepalive", "easyrpc._core.session", "easyrpc._core.close_codes",
+            "easyrpc._core.cipher", "easyrpc._core.handshake"} <= set(core_modules())
 
 
 @pytest.mark.parametrize("module", list(core_modules()))

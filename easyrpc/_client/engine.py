@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from .._core.close_codes import NORMAL
 from .._core.frames import close_payload
 from .._handshake import Secret
 from .._net.hub import hub
@@ -91,7 +92,7 @@ class Engine:
         if link is not None:
             # after the frame being written (ours must not split it); a stuck writer: just drop
             if link.writer.wait_idle(1.0):
-                link.writer.send_last(frame_bytes(OP_CLOSE, close_payload(1000, "")))
+                link.writer.send_last(frame_bytes(OP_CLOSE, close_payload(NORMAL, "")))
             shutdown(link.ws)
         self.dispatch.detach(self)
         self.role.closing()

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 from ..exceptions import ProtocolError
+from .close_codes import PROTOCOL_ERROR, TOO_BIG, may_send
 
 __all__ = [
-    "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "BIG_FRAME", "MASK_CHUNK", "CLOSE_CODES",
+    "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "BIG_FRAME", "MASK_CHUNK",
     "FrameError", "FrameParser", "MaskKeys", "apply_mask", "mask_chunks", "check_close", "frame_header",
     "masked_frame_header", "build_frame", "masked_chunks", "close_payload",
 ]
@@ -44,19 +45,15 @@ BIG_FRAME = 1 << 20  # payloads at least this big are gathered in a buffer of th
 _PREALLOC = 1 << 24  # a big payload's buffer starts at most this big, then doubles
 _ROOM = 1 << 24  # the most room offered for one receive into a big payload
 
-# close codes a peer may send (RFC 6455 §7.4.1 and the IANA registry; 3000-4999 too):
-# never 1004-1006 or 1015 (reserved, or only for reporting locally), nor 1016-2999
-CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
-
 _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
 
 
 class FrameError(ProtocolError):
     """A malformed or oversized frame from the peer; *code* is the WebSocket close code
-    it calls for (1002 protocol error, 1009 too big)."""
+    it calls for (:data:`~.close_codes.PROTOCOL_ERROR`, :data:`~.close_codes.TOO_BIG`)."""
 
-    def __init__(self, message: str, code: int = 1002) -> None:
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
 
@@ -172,13 +169,13 @@ def close_payload(code: int, reason: str) -> bytes:
 
 
 def check_close(payload: bytes | bytearray) -> None:
-    """Raise :class:`FrameError` (1002) for a close frame's body a peer may not send."""
+    """Raise :class:`FrameError` (protocol error) for a close frame's body a peer may not send."""
     if not payload:
         return  # no status: allowed
     if len(payload) == 1:
         raise FrameError("a close frame with a 1-byte body")
     code = int.from_bytes(payload[:2], "big")
-    if code not in CLOSE_CODES and not 3000 <= code <= 4999:
+    if not may_send(code):
         raise FrameError(f"close code {code} may not be sent by a peer")
     try:
         payload[2:].decode("utf-8")
@@ -332,7 +329,7 @@ class FrameParser:
                     if length >> 63:
                         raise FrameError("a 64-bit payload length with its most significant bit set")
                 if self.max_message is not None and length > self.max_message:
-                    raise FrameError(f"a frame of {length} bytes exceeds the limit of {self.max_message}", 1009)
+                    raise FrameError(f"a frame of {length} bytes exceeds the limit of {self.max_message}", TOO_BIG)
                 if self.masked:
                     if avail < head + 4:
                         return None
@@ -389,4 +386,4 @@ class FrameParser:
         self._fragments.append(payload)
         self._fragment_size += len(payload)
         if self.max_message is not None and self._fragment_size > self.max_message:
-            raise FrameError(f"a message of over {self.max_message} bytes exceeds the limit", 1009)
+            raise FrameError(f"a message of over {self.max_message} bytes exceeds the limit", TOO_BIG)

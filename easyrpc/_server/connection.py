@@ -1,4 +1,4 @@
-"""One server-side connection: its messages, calls and streams, and how it ends.
+"""One server-side connection: its messages, calls and streams, and its keepalive.
 
 The Flask-Sock handler thread runs :meth:`ServerConnection.run`: it authenticates the
 peer (:mod:`.handshake`, reading the socket itself under the auth deadline), then hands
@@ -8,16 +8,14 @@ the worker pool (plain and generator functions) or the event loop thread (``asyn
 def``), or run on the spot on the hub's leader when that saves a hand-off: a sequential
 caller, or a function that has been fast (:class:`~.tasks.CallPace`).
 
-Two other readers remain, each for a reason. A TLS socket is read by its handler thread:
-a TLS record may arrive in pieces, and reading a partial one blocks, which must never
-happen to the hub. And when an application replaced flask-sock's ``SOCK_SERVER_OPTIONS``
-after ``init_app``, simple-websocket's thread reads and delivers messages through the
-inbox (:mod:`.owner`). Everything after the framing is shared.
+Two other readers remain, each for a reason: a TLS socket is read by its handler
+thread, and simple-websocket's thread reads when an application replaced flask-sock's
+``SOCK_SERVER_OPTIONS`` after ``init_app``. Who reads, writing and closing are
+:mod:`.conn_io`'s; everything after the framing is here, shared.
 """
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -26,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 from simple_websocket import ConnectionClosed
 
 from .. import _protocol as proto
-from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
+from .._core.close_codes import INVALID_UTF8, NORMAL
 from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
-from .._net.hub import Hub, hub
-from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .calls import Calls
-from .handshake import Handshake, Stop
-from .owner import SocketOwner
+from .conn_io import ConnectionIO
+from .handshake import Stop
 from .tasks import CallTask, StreamTask
 
 if TYPE_CHECKING:
@@ -41,24 +37,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerConnection"]
 
-CLOSE_WAIT = 1.0  # how long a closing connection waits for the peer's close frame
-_WAIT = 1.0  # the handler thread looks at its connection at least this often
-# close codes a peer may send that we echo back (RFC 6455 §7.4.1); others get 1000
-_ECHO_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
 
-
-class ServerConnection(Handshake):
+class ServerConnection(ConnectionIO):
     """The server's side of one WebSocket connection."""
 
     def __init__(self, server: EasyRpcServer, ws: Any) -> None:
         super().__init__(server, ws)
-        self.owned = isinstance(getattr(ws, "thread", None), SocketOwner)
-        self._fd = self.sock.fileno()
-        self._hub: Hub | None = None
-        self._writer = FrameWriter(self.sock, nonblocking=self._on_hub, want_write=self._want_write,
-                                   on_error=self._write_failed)
-        self._read_paused = False  # replies pile up: the hub stops reading this connection
-        self._write_wanted = False
         self._lock = threading.Lock()  # the task table
         self._idle = threading.Condition(self._lock)
         # the calls in flight and the rules for new ones (sans-I/O), under self._lock
@@ -66,8 +50,6 @@ class ServerConnection(Handshake):
             lambda name: server.functions_for(self.namespace).get(name), server.max_in_flight)
         self._tasks = self._session.tasks
         self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
-        self._closed_at: float | None = None
-        self._done = threading.Event()  # reading is over: the handler thread tears down
         self._calls = Calls(self)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -94,229 +76,8 @@ class ServerConnection(Handshake):
             pass
         finally:
             self.server.remove_connection(self)  # also if the handshake failed after adding it
-            self.close(1000, "")
+            self.close(NORMAL, "")
             self._teardown()
-
-    def _wait_done(self) -> None:
-        # bounded: keepalive ends a connection whose peer went silent
-        while not self._done.wait(_WAIT):
-            pass
-
-    def _watch(self) -> None:
-        """Keepalive and close detection, on the handler thread, while the inbox reads."""
-        # A closing socket wakes us through CloseSignal at once; the tick paces keepalive
-        # and catches a close simple-websocket signals before marking it.
-        while not self._done.wait(self.server_tick) and self.ws.connected:
-            self.on_timer(time.monotonic())
-
-    def _serve_from_hub(self) -> None:
-        self._frames.incremental = True  # a big frame is buffered as it arrives
-        if self.sock.gettimeout() is not None:
-            self.sock.settimeout(None)  # our workers' sends block; the hub's never do
-        self._hub = hub()
-        self._hub.add(self)
-        self._wait_done()
-
-    def _teardown(self) -> None:
-        self._writer.close()
-        if not self.owned:
-            thread = getattr(self.ws, "thread", None)
-            if thread is not None:
-                thread.join(1.0)
-                if thread.is_alive():  # the peer never answered our close frame
-                    self._shutdown()
-                    thread.join(1.0)
-            return
-        # as simple-websocket's thread would: close the socket, after what is queued
-        self.ws.connected = False
-        try:
-            self.sock.settimeout(CLOSE_WAIT)  # a peer that reads nothing cannot hold us
-            self._writer.resume()  # what the hub left unsent (our close frame, say)
-        except OSError:
-            pass
-        self._writer.wait_idle(CLOSE_WAIT)  # a worker still writing fails fast once shut down
-        self._shutdown()
-        self._writer.wait_idle(CLOSE_WAIT)
-        self.sock.close()
-
-    def _shutdown(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # unblocks a send stuck on a silent peer
-        except OSError:
-            pass
-
-    def _end(self) -> None:
-        """Reading is over, whoever read: the handler thread may tear down (idempotent)."""
-        if self._hub is not None:
-            self._hub.remove(self)
-        self._done.set()
-
-    def wait_ended(self, timeout: float) -> bool:
-        """Wait up to *timeout* for the connection's reading to be over."""
-        return self._done.wait(timeout)
-
-    def peer_gone(self) -> None:
-        """(simple-websocket's thread.) The socket closed."""
-        self._done.set()
-
-    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
-        """Close the connection (idempotent); *bye* tells the proxy why, first (once it
-        has been welcomed: before that the proxy expects the welcome, and the close frame
-        alone tells it)."""
-        if bye is not None and self.welcomed:
-            self.send(proto.encode("bye", reason=bye))
-        if self.owned:
-            frame: Any = frame_header(OP_CLOSE, 2 + len(reason.encode()[:120])) + close_payload(code, reason)
-        else:
-            def frame(sock: socket.socket) -> None:  # simple-websocket writes it (its state)
-                try:
-                    self.ws.close(code, reason)
-                except OSError:
-                    raise
-                except Exception:  # noqa: BLE001 - closed already (ConnectionClosed, wsproto's state)
-                    pass
-        if not self._writer.send_last(frame):
-            return
-        self._closed_at = time.monotonic()
-        if not self.owned:
-            self._done.set()
-
-    def _kill(self) -> None:
-        """Drop the socket at once (keepalive expiry)."""
-        self._writer.close()
-        self._shutdown()
-        self._end()
-
-    # --- sending -----------------------------------------------------------------------
-    def send(self, payload: bytes) -> bool:
-        """Send one message whole, in order; False if the connection is closed."""
-        cipher = self.cipher
-        if cipher is not None:  # sealed in queue order: the counters stay in step
-            return self._writer.send(OP_BINARY, payload, cipher.seal)
-        return self._writer.send(OP_TEXT, payload)
-
-    def send_control(self, opcode: int, payload: bytes) -> None:
-        """Send one control frame (a pong), unless the connection is closed."""
-        self._writer.send(opcode, payload)
-
-    def failure(self, call_id: int, exc: BaseException) -> bytes:
-        return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
-
-    def _on_hub(self) -> bool:
-        """True on the hub's leader: it must never block on this socket."""
-        return self._hub is not None and self._hub.is_leader()
-
-    def _want_write(self, wanted: bool) -> None:
-        self._write_wanted = wanted
-        self._set_interest()
-
-    def _set_interest(self) -> None:
-        if self._hub is not None:
-            self._hub.interest(self, read=not self._read_paused, write=self._write_wanted)
-
-    def _write_failed(self, exc: OSError) -> None:
-        self.log.info("connection %s: send failed (%s)", self.cid, type(exc).__name__)
-        self._end()
-
-    # --- the hub's peer ----------------------------------------------------------------
-    @property
-    def tick(self) -> float:
-        return self.server_tick
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def poll_briefly(self) -> bool:
-        """(Hub, before it sleeps, this connection having received last.) With no call
-        running, a sequential caller's next call is due: poll for it a moment (``_spin``)."""
-        try:
-            return not self._tasks and self._frames.busy_poll()
-        except OSError:  # closed meanwhile (it was just removed): its end is handled elsewhere
-            return False
-
-    def on_readable(self) -> None:
-        if self._done.is_set() or self._backed_up():
-            return
-        try:
-            if not self._frames.receive_ready():
-                return
-        except OSError:  # the peer is gone (ConnectionError at EOF)
-            self._end()
-            return
-        self.alive()
-        self.on_buffered()
-
-    def on_buffered(self) -> None:
-        try:
-            while not self._done.is_set() and not self._backed_up():
-                msg = self._frames.pop()
-                if msg is None:
-                    return
-                if not self._on_message(*msg):
-                    self._end()
-                    return
-        except FrameError as exc:
-            self.log.warning("connection %s: %s; closed", self.cid, exc)
-            self.close(exc.code, "bad frame")
-            self._end()
-        except (OSError, Stop):
-            self._end()
-
-    def _backed_up(self) -> bool:
-        """A peer that sends but does not read: while its replies pile up, the hub reads
-        no more of its requests (they wait in the socket); the timer resumes reading."""
-        if self._writer.backlog() < QUEUE_LIMIT:
-            return False
-        if not self._read_paused:
-            self._read_paused = True
-            self._set_interest()
-        return True
-
-    def on_writable(self) -> None:
-        self._writer.resume()
-
-    def on_timer(self, now: float) -> None:
-        if self._done.is_set():
-            return
-        if self._read_paused and self._writer.backlog() < QUEUE_LIMIT:
-            self._read_paused = False
-            self._set_interest()
-            if self._hub is not None:
-                self._hub.pend(self)  # what was received meanwhile waits in the buffer
-        if self._closed_at is not None:
-            if now - self._closed_at >= CLOSE_WAIT:
-                self._end()  # the peer never answered our close frame
-        elif not self._keepalive(now):
-            self._end()
-
-    # --- reading on the handler thread (TLS) -------------------------------------------
-    def _read_here(self) -> None:
-        """Read and handle frames on this thread until the connection ends."""
-        frames = self._frames
-        try:
-            while not self._done.is_set():
-                msg = frames.pop()
-                if msg is None:
-                    if not self._tasks:  # nothing running: a sequential caller's next call is due
-                        frames.busy_poll()
-                    frames.fill()  # its ticks run on_tick
-                    self.alive()
-                elif not self._on_message(*msg):
-                    return
-        except FrameError as exc:
-            self.log.warning("connection %s: %s; closed", self.cid, exc)
-            self.close(exc.code, "bad frame")
-        except (OSError, Stop):
-            pass  # the peer is gone, or we dropped it
-
-    def on_tick(self) -> None:
-        """The socket read by this thread was quiet for a tick: deadlines and keepalive."""
-        if not self.welcomed:
-            super().on_tick()  # the auth deadline
-            return
-        self.on_timer(time.monotonic())
-        if self._done.is_set():
-            raise Stop
 
     # --- messages ----------------------------------------------------------------------
     def alive(self) -> None:
@@ -337,20 +98,6 @@ class ServerConnection(Handshake):
             return False
         if action is not None:
             self.send(proto.encode("ping", t=action.token))
-        return True
-
-    def _on_message(self, opcode: int, data: bytes) -> bool:
-        """Handle one frame read from the owned socket; False once the connection ends."""
-        if self._closed_at is not None and time.monotonic() - self._closed_at >= CLOSE_WAIT:
-            return False  # a peer that keeps talking after our close frame
-        if opcode == OP_PING:
-            self.send_control(OP_PONG, data)
-        elif opcode == OP_CLOSE:
-            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1000
-            self.close(code if code in _ECHO_CODES or 3000 <= code <= 4999 else 1000, "")
-            return False
-        elif opcode != OP_PONG:
-            return self.handle_message(data, opcode == OP_BINARY)
         return True
 
     def handle_message(self, data: bytes | str, binary: bool) -> bool:
@@ -388,13 +135,17 @@ class ServerConnection(Handshake):
                 self.notice(f"invalid message: {action.reason}")
                 return
             self.log.warning("connection %s: text frame %s; closed", self.cid, action.reason)
-            self.close(1007, "invalid UTF-8")
+            self.close(*INVALID_UTF8)
             raise Stop
 
     def notice(self, message: str) -> None:
         self.log.warning("connection %s: %s", self.cid, message)
         self.send(proto.encode("notice", msg=message))
 
+    def failure(self, call_id: int, exc: BaseException) -> bytes:
+        return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
+
+    # --- calls in flight ---------------------------------------------------------------
     def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""
         with self._lock:
@@ -431,10 +182,6 @@ class ServerConnection(Handshake):
     def in_flight(self) -> int:
         with self._lock:
             return len(self._tasks)
-
-    @property
-    def send_backlog(self) -> int:
-        return self._writer.backlog()
 
     @property
     def stream_count(self) -> int:

@@ -1,9 +1,10 @@
 """A server connection's first steps: hello, the peer's auth, welcome or refusal.
 
 The handler thread runs the handshake itself, reading the socket under the auth
-deadline with small frame limits (an unauthenticated peer gets nothing else); the
-tokens and their checks are :mod:`easyrpc._handshake`'s. Once the peer is welcomed its
-connection is read by the hub (or, see :mod:`.connection`, by another reader).
+deadline with small frame limits (an unauthenticated peer gets nothing else). What to
+answer, when, and how to close are the sans-I/O :class:`~easyrpc._core.handshake.ServerHandshake`'s
+(tokens: :mod:`easyrpc._handshake`); this module moves the bytes. Once the peer is
+welcomed its connection is read by the hub (or, see :mod:`.connection`, by another reader).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
-from .._core.frames import OP_CLOSE, OP_PING, OP_PONG, FrameError
-from .._handshake import FrameCipher, new_nonce
+from .._core.cipher import FrameCipher
+from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, bad_frame
+from .._core.frames import OP_PONG, FrameError
+from .._core.handshake import Authenticated, Failed, Pong, Refused, ServerEvent, ServerHandshake, TimedOut
 from .._net.green import reading_socket
 from .._spin import busy_policy
 from .._transport import FrameReader
-from ..exceptions import AuthenticationError, ProtocolError
-from .owner import CloseSignal, Inbox
+from ..exceptions import ProtocolError
+from .owner import CloseSignal, Inbox, SocketOwner
 
 if TYPE_CHECKING:
     from ..server import EasyRpcServer
@@ -47,6 +49,7 @@ class Handshake:
         self.server = server
         self.ws = ws
         self.sock: socket.socket = ws.sock
+        self.owned = isinstance(getattr(ws, "thread", None), SocketOwner)  # we read the socket, not simple-websocket
         try:
             # Replies and stream items are small writes that must not wait for the
             # peer's delayed ACK (Nagle): pipelined calls would stall for 40 ms.
@@ -61,7 +64,8 @@ class Handshake:
         # (under gevent: a view of the socket whose non-blocking reads never wait, see _net.green)
         self._frames = FrameReader(reading_socket(self.sock), server.preauth_max_message, masked=True,
                                    tick=self.server_tick, on_tick=self.on_tick, busy=busy_policy(server.busy_poll))
-        self._auth_deadline = 0.0
+        # the handshake's state and rules; the auth deadline runs from here (the upgrade)
+        self._hs = ServerHandshake(server.secret, server.encryption_enabled, server.auth_timeout, time.monotonic())
         self.namespace = ""
         self.cid = ""
         self.cipher: FrameCipher | None = None
@@ -72,15 +76,13 @@ class Handshake:
         self._early: list[bytes | str] = []
 
     # what the connection provides
-    owned: bool
-
     def send(self, payload: bytes) -> bool:
         raise NotImplementedError
 
     def send_control(self, opcode: int, payload: bytes) -> None:
         raise NotImplementedError
 
-    def close(self, code: int = 1000, reason: str = "", bye: str | None = None) -> None:
+    def close(self, code: int = NORMAL, reason: str = "", bye: str | None = None) -> None:
         raise NotImplementedError
 
     def handle_message(self, data: bytes | str, binary: bool) -> bool:
@@ -91,68 +93,52 @@ class Handshake:
 
     def on_tick(self) -> None:
         """A quiet tick while the handler thread reads: the auth deadline, until welcomed."""
-        if not self.cid and time.monotonic() >= self._auth_deadline:
+        if self._hs.expired(time.monotonic()):
             raise _AuthTimeout
 
-    # --- the handshake -----------------------------------------------------------------
+    # --- the handshake (its rules: _core.handshake) ------------------------------------
     def handshake(self) -> bool:
         """Authenticate the peer and welcome it; False if it is refused or gone."""
         server = self.server
         self.ws.max_message_size = server.preauth_max_message
-        deadline = self._auth_deadline = time.monotonic() + server.auth_timeout
-        nonce = new_nonce()
-        if not self.send(proto.encode("hello", v=proto.PROTOCOL_VERSION, nonce=nonce, enc=server.encryption_enabled)):
+        hs = self._hs
+        if not self.send(hs.hello):
             return False
         if self.owned:
             try:
-                data = self._receive_first()
+                event = self._receive_first()
             except FrameError as exc:
                 self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
-                self.close(exc.code, "bad frame")
+                self.close(*bad_frame(exc.code))
                 return False
             except (OSError, Stop):
                 return False
         else:
-            data = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
-        if data is None:
-            self.log.warning("peer %s did not authenticate within %.1f s; closed", self.peer, server.auth_timeout)
-            self.close(1008, "authentication timeout")
+            event = self._receive_inbox()
+        if not isinstance(event, Authenticated):
+            if isinstance(event, Refused):
+                self.log.warning("refused peer %s: %s", self.peer, event.reason)
+                self.send(event.message)
+            elif isinstance(event, TimedOut):
+                self.log.warning("peer %s did not authenticate within %.1f s; closed", self.peer, event.after)
+            elif isinstance(event, Failed):
+                self.log.warning("peer %s: %s; closed", self.peer, event.why)
+            if event.close is not None:
+                self.close(*event.close)
             return False
-        try:
-            msg = proto.parse_client(data)
-            if not isinstance(msg, proto.Auth):
-                raise ProtocolError("expected an auth message")
-        except proto.InvalidText as exc:
-            self.log.warning("peer %s: %s before authenticating; closed", self.peer, exc)
-            self.close(1007, "invalid UTF-8")
-            return False
-        except ProtocolError as exc:
-            return self._refuse("protocol", f"handshake failed: {exc}")
-        try:
-            claims = server.secret.check_client_token(msg.token, nonce)
-        except AuthenticationError as exc:
-            return self._refuse("auth", str(exc))
-        if claims.get("v") != proto.PROTOCOL_VERSION:
-            return self._refuse(
-                "version", f"protocol version {claims.get('v')!r} is not supported; server speaks {proto.PROTOCOL_VERSION}")
-        if claims["enc"] != server.encryption_enabled:
-            state = "enabled" if server.encryption_enabled else "disabled"
-            return self._refuse("encryption", f"encryption mismatch: the server has encryption {state}")
-        self.namespace = claims["ns"]
-        self.cid = uuid.uuid4().hex
-        proof = server.secret.server_proof(nonce, claims["cn"], self.cid)
+        self.namespace, self.cid = event.namespace, event.cid
         # Added before its function list is taken: a function registered from now on is
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
-            self.close(1001, "server shutting down")
+            self.close(*hs.shutting_down())
             return False
         with self._push_lock:
-            return self._welcome(nonce, claims["cn"], proof)
+            return self._welcome(hs)
 
-    def _welcome(self, nonce: str, client_nonce: str, proof: str) -> bool:
+    def _welcome(self, hs: ServerHandshake) -> bool:
         """(Under the push lock.) Send the welcome with the functions on offer now."""
         server = self.server
-        welcome = proto.encode("welcome", cid=self.cid, proof=proof, fs=server.get_registered_functions(self.namespace))
+        welcome = hs.welcome(server.get_registered_functions(self.namespace))
         if self.owned:
             self._frames.max_message = server.max_message_size
         else:
@@ -167,39 +153,44 @@ class Handshake:
             self._early.extend(early)
         if not self.send(welcome):  # the welcome goes out in clear; later frames are sealed
             return False
-        if server.encryption_enabled:
-            self.cipher = server.secret.frame_cipher(nonce, client_nonce, is_server=True)
+        self.cipher = hs.cipher()
         self.welcomed = True
         return True
 
-    def _refuse(self, code: str, reason: str) -> bool:
-        self.log.warning("refused peer %s: %s", self.peer, reason)
-        self.send(proto.encode("refused", code=code, reason=reason))
-        self.close(1008, "refused")
-        return False
-
-    def _receive_first(self) -> bytes | None:
-        """The first message on an owned socket (the auth), None on a timeout or close."""
-        frames = self._frames
+    def _receive_first(self) -> ServerEvent:
+        """Read an owned socket until the handshake has its answer (the auth, the
+        deadline, or a close frame), answering pings meanwhile."""
+        frames, hs = self._frames, self._hs
         while True:
             # Absolute from the upgrade: quiet ticks alone would let a peer that sends a
             # byte or a ping now and then hold the socket (and a WSGI thread) for ever.
-            if time.monotonic() >= self._auth_deadline:
-                return None
+            timed_out = hs.tick(time.monotonic())
+            if timed_out is not None:
+                return timed_out
             msg = frames.pop()
             if msg is None:
                 try:
                     frames.fill()
                 except _AuthTimeout:
-                    return None
+                    pass  # the next turn's tick says so
                 continue
-            opcode, data = msg
-            if opcode == OP_CLOSE:
-                raise Stop
-            if opcode not in (OP_PING, OP_PONG):
-                return data
-            if opcode == OP_PING:
-                self.send_control(OP_PONG, data)
+            event = hs.receive_frame(*msg, time.monotonic())
+            if isinstance(event, Pong):
+                self.send_control(OP_PONG, event.payload)
+            elif event is not None:
+                return event
+
+    def _receive_inbox(self) -> ServerEvent:
+        """The first message as simple-websocket's thread delivers it, by the deadline."""
+        hs = self._hs
+        while True:
+            now = time.monotonic()
+            timed_out = hs.tick(now)
+            if timed_out is not None:
+                return timed_out
+            data = self.ws.receive(timeout=hs.deadline - now)
+            if data is not None:
+                return hs.receive(data, time.monotonic())
 
     # --- the inbox (simple-websocket's thread reads) -----------------------------------
     def release_early(self) -> None:
@@ -236,13 +227,13 @@ class Handshake:
         if self.cipher is not None:
             if not binary or isinstance(data, str):
                 self.log.warning("connection %s: clear-text frame on an encrypted connection; closed", self.cid)
-                self.close(1008, "encryption required")
+                self.close(*ENCRYPTION_REQUIRED)
                 raise Stop
             try:
                 return self.cipher.open(data)
             except ProtocolError as exc:
                 self.log.warning("connection %s: %s; closed", self.cid, exc)
-                self.close(1008, "bad frame")
+                self.close(*BAD_SEAL)
                 raise Stop from None
         if binary:
             self.notice("binary frames are not accepted on this connection")
