@@ -4,9 +4,10 @@ parameters declare before it runs, or refused. Sans-I/O.
 A :class:`Plan` is built once, when the function is registered: one converter per
 annotated parameter, each a small closure over its type's parts, so a call pays only for
 what its parameters declare (a function without annotations, or annotated ``Any``, has
-no plan at all and costs nothing). Conversion is strict in the way JSON needs: an
-integer may become a float, a string in ISO form a ``datetime``, an object a dataclass,
-an array a tuple; but no string becomes a number and no bool an integer.
+no plan at all and costs nothing). Conversion is strict in the way JSON needs: a
+string in ISO form may become a ``datetime``, an object a dataclass, an array a tuple;
+but no string becomes a number and no bool an integer (an int passes for ``float``, as
+itself, as typing's numeric tower says).
 
 Understood: ``bool``, ``int``, ``float``, ``str``, ``None``; ``datetime``, ``date``,
 ``time``, ``timedelta``, ``UUID``, ``Decimal``; ``list``/``set``/``frozenset``/``tuple``
@@ -89,11 +90,9 @@ def _exact(cls: type, check: Callable[[Any], bool]) -> Converter:
 
 
 def _to_float(value: Any) -> Any:
-    if type(value) is float or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        try:
-            return float(value)
-        except OverflowError:
-            _fail("float (an integer this large does not fit one)", value)
+    # an int is a float for typing's numeric tower (PEP 484): it stays the int it is
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
     _fail("float", value)
 
 

@@ -287,6 +287,7 @@ def parse_client(data: bytes | str) -> ClientMessage:
     return parse_client_obj(load(data))
 
 
+_MARKS = _values.MARKS
 _CALL_PAYLOAD = frozenset(("a", "kw"))
 _VALUE_PAYLOAD = frozenset(("v",))
 _ERROR_PAYLOAD = frozenset(("e",))
@@ -294,16 +295,19 @@ _FUNCTIONS_PAYLOAD = frozenset(("fs",))
 
 
 def _typed(obj: dict[str, Any], payload: frozenset[str]) -> None:
-    """Give the values marked in the envelope their types back (:mod:`easyrpc._values`)."""
-    marks = obj.get(_values.MARKS)
-    if marks is not None:
-        _values.raise_marked(obj, marks, payload)
+    """Give the values marked in the envelope their types back (:mod:`easyrpc._values`).
+
+    Called only for a message that has marks (``"x" in obj``: the one look a message
+    without typed values pays).
+    """
+    _values.raise_marked(obj, obj[_values.MARKS], payload)
 
 
 def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
     kind = obj.get("k")
     if kind == "call":
-        _typed(obj, _CALL_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _CALL_PAYLOAD)
         args = obj.get("a", [])
         kwargs = obj.get("kw", {})
         if not isinstance(args, list):
@@ -338,18 +342,21 @@ def parse_server(data: bytes | str) -> ServerMessage:
     if kind == "ok":
         if "v" not in obj:
             raise ProtocolError("result without a value")
-        _typed(obj, _VALUE_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _VALUE_PAYLOAD)
         return Result(_int(obj, "i"), obj["v"])
     if kind == "item":
         if "v" not in obj:
             raise ProtocolError("item without a value")
-        _typed(obj, _VALUE_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _VALUE_PAYLOAD)
         window = obj.get("w")
         if window is not None and (type(window) is not int or not 1 <= window <= 1_000_000):
             raise ProtocolError("field 'w' must be a small positive integer")
         return Item(_int(obj, "i"), obj["v"], window)
     if kind == "err":
-        _typed(obj, _ERROR_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _ERROR_PAYLOAD)
         return Failure(_int(obj, "i"), error_from_wire(obj.get("e")))
     if kind == "end":
         return End(_int(obj, "i"))
@@ -361,7 +368,8 @@ def parse_server(data: bytes | str) -> ServerMessage:
         funcs = obj.get("fs")
         if not isinstance(funcs, list):
             raise ProtocolError("field 'fs' must be a list")
-        _typed(obj, _FUNCTIONS_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _FUNCTIONS_PAYLOAD)
         return Functions(funcs)
     if kind == "hello":
         enc = obj.get("enc")
@@ -372,7 +380,8 @@ def parse_server(data: bytes | str) -> ServerMessage:
         funcs = obj.get("fs")
         if not isinstance(funcs, list):
             raise ProtocolError("field 'fs' must be a list")
-        _typed(obj, _FUNCTIONS_PAYLOAD)
+        if _MARKS in obj:
+            _typed(obj, _FUNCTIONS_PAYLOAD)
         return Welcome(_str(obj, "cid", 200), _str(obj, "proof", 4096), funcs)
     if kind == "refused":
         return Refused(_str(obj, "reason"), _str(obj, "code", 50))

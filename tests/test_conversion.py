@@ -70,7 +70,7 @@ def test_a_plan_converts_every_kind_of_annotation() -> None:
     assert args[2] == {"title": "T", "year": 1999}
     assert args[3] == Pair(5) and type(args[3]) is Pair
     assert args[4] is Color.GREEN and args[5] == "b"
-    assert args[6] == [1.0, 2.5] and type(args[6][0]) is float
+    assert args[6] == [1, 2.5] and type(args[6][0]) is int  # an int is a float (PEP 484), kept as it is
     assert args[7] == {"k": Point(0, 1)}
     assert args[8] == (1, "s") and args[9] == (1, 2, 3)
     assert args[10] is None and args[11] == Point(3, 4)
@@ -133,8 +133,8 @@ def test_scalars_convert_strictly() -> None:
     plan = plan_for(f, "f")
     assert plan is not None
     args, _ = plan([1, 2, True, "s", "1.5", 1.5, None], {})
-    assert args == [1, 2.0, True, "s", Decimal("1.5"), dt.timedelta(seconds=1.5), None] and type(args[1]) is float
-    for i, bad in [(0, True), (0, 1.0), (0, "1"), (1, "1.0"), (1, 10**400), (2, 1), (3, 1), (4, [1]), (5, "1s"), (6, "1")]:
+    assert args == [1, 2, True, "s", Decimal("1.5"), dt.timedelta(seconds=1.5), None]
+    for i, bad in [(0, True), (0, 1.0), (0, "1"), (1, "1.0"), (1, True), (2, 1), (3, 1), (4, [1]), (5, "1s"), (6, "1")]:
         args = ["s"] * 7
         args[i] = bad
         with pytest.raises(ArgumentError):
@@ -191,7 +191,7 @@ def test_annotated_arguments_are_converted_and_records_come_back_as_data(conv_se
     shape = Shape("tri", [Point(0, 0), Point(1, 1, "b")], Color.RED, dt.datetime(2024, 1, 1))
     at = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=TZ)
     out = p.place(shape, at, {"a": Color.GREEN, "b": "red"}, Pair(1), {"title": "T", "year": 1999}, scale=2)
-    assert out == {"name": f"tri@{at.isoformat()}/fast/2.0/r/1999",
+    assert out == {"name": f"tri@{at.isoformat()}/fast/2/r/1999",
                    "points": [{"x": 0, "y": 0, "label": ""}, {"x": 1, "y": 1, "label": "b"}],
                    "color": "red", "made": dt.datetime(2024, 1, 1), "area": 0.0}
     assert Shape(**{k: v for k, v in out.items() if k != "area"}).made == dt.datetime(2024, 1, 1)  # rebuilt as it was
