@@ -224,6 +224,10 @@ def build_typed_app() -> tuple[Flask, EasyRpcServer]:
         return value
 
     @rpc.origin
+    def a_moment() -> list[Any]:
+        return [dt.datetime(2024, 1, 1, 12, tzinfo=TZ), uuid.UUID(int=1), Decimal("1.10")]
+
+    @rpc.origin
     def types_of(*values: Any) -> list[str]:
         return [type(v).__name__ for v in values]
 
@@ -292,6 +296,19 @@ def test_values_that_cannot_travel_are_still_refused_locally(typed_server: Any, 
         with pytest.raises(SerializationError):
             p.echo(bad)
     assert p.echo(1) == 1
+
+
+def test_the_command_line_prints_typed_values_in_iso_form(typed_server: Any) -> None:
+    from .test_cli import easyrpc
+
+    url = f"ws://127.0.0.1:{typed_server.port}/ws/test"
+    listed = easyrpc("list", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    greet = next(d for d in json.loads(listed.stdout) if d["name"] == "greet")
+    assert greet["parameters"][2]["value"] == "2020-01-01"
+    called = easyrpc("call", url, "a_moment")
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == ["2024-01-01T12:00:00+05:30", "00000000-0000-0000-0000-000000000001", "1.10"]
 
 
 # --- a chain of servers ----------------------------------------------------------------------
