@@ -6,12 +6,14 @@ connect with :class:`easyrpc.proxy.EasyRpcProxy` (blocking) or
 """
 
 from .exceptions import (
+    ArgumentError,
     AuthenticationError,
     CallTimeout,
     ConnectionLost,
     EasyRpcError,
     FunctionNotFound,
     ProtocolError,
+    RemoteArgumentError,
     RemoteError,
     RemoteSerializationError,
     SerializationError,
@@ -21,12 +23,14 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "AuthenticationError",
     "CallTimeout",
     "ConnectionLost",
     "EasyRpcError",
     "FunctionNotFound",
     "ProtocolError",
+    "RemoteArgumentError",
     "RemoteError",
     "RemoteSerializationError",
     "SerializationError",

@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=fmt)
     _connection_options(p_list)
     p_list.add_argument("--json", action="store_true", help="print the descriptions as JSON")
-    p_call = sub.add_parser("call", help="call one function and print its JSON result", epilog=_epilog(),
-                            formatter_class=fmt)
+    p_call = sub.add_parser("call", help="call one function and print its JSON result (dates and times in ISO 8601, "
+                                         "UUIDs and decimals as strings)", epilog=_epilog(), formatter_class=fmt)
     _connection_options(p_call)
     p_call.add_argument("function", help="function name")
     p_call.add_argument("args", nargs="*", help="positional arguments: JSON where they parse, else strings")
@@ -132,6 +132,16 @@ def _connect(args: argparse.Namespace) -> Any:
         connect_timeout=min(args.timeout, 10.0), reconnect=False)
 
 
+def _shown(value: Any) -> Any:
+    """JSON output of a value JSON has no type for: dates and times in ISO form, others as str()."""
+    iso = getattr(value, "isoformat", None)
+    return iso() if callable(iso) else str(value)
+
+
+def _json(value: Any, **options: Any) -> str:
+    return json.dumps(value, default=_shown, **options)
+
+
 def _first_line(doc: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
@@ -140,7 +150,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     with _connect(args) as proxy:
         descriptions = [proxy._engine.functions[name].description for name in proxy.proxy_funcs]
     if args.json:
-        print(json.dumps(descriptions, indent=2))
+        print(_json(descriptions, indent=2))
         return EXIT_OK
     for desc in descriptions:
         kind = " [generator]" if desc.get("kind") == "generator" else ""
@@ -171,9 +181,9 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise CliError(EXIT_USAGE, f"{args.function}: {exc}") from None
         if hasattr(result, "__next__"):
             for item in _iterate(result):
-                print(json.dumps(item), flush=True)
+                print(_json(item), flush=True)
         else:
-            print(json.dumps(result))
+            print(_json(result))
     return EXIT_OK
 
 

@@ -5,6 +5,10 @@ The C encoder and decoder recurse, so they raise ``RecursionError`` near depth 1
 iterative implementations below, which use an explicit stack. Sans-I/O: no sockets,
 no threads.
 
+Messages (``typed=True``) also carry the typed values of :mod:`easyrpc._values`: the C
+encoder's hook raises on the first value it does not know, and only then is the message
+copied with its typed values in their wire forms and marked.
+
 Two rules JSON alone does not give:
 
 * Keys. JSON object keys are text, so ``int``, ``float``, ``bool`` and ``None`` keys
@@ -28,15 +32,14 @@ from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring
 from typing import Any
 
+from . import _values
+from ._values import key_text as _key_text
 from .exceptions import SerializationError
 
 __all__ = ["dumps", "loads"]
 
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
 def _no_default(obj: Any) -> Any:
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+    raise _values.Extended(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 # The C encoder, built once: JSONEncoder.encode() rebuilds it on every call, which is
@@ -49,6 +52,7 @@ _fast = (
                     None, ":", ",", False, False, False)
     if _c_make_encoder is not None else None
 )
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_no_default)
 _decoder = json.JSONDecoder()
 _scan_once = _decoder.scan_once  # type: ignore[attr-defined]
 
@@ -56,23 +60,38 @@ _scan_once = _decoder.scan_once  # type: ignore[attr-defined]
 _WHOLE: Any = object()
 
 
-def dumps(obj: Any, *, keys_in: Any = _WHOLE) -> bytes:
+def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False) -> bytes:
     """Encode *obj* as compact UTF-8 JSON; raise :class:`SerializationError` if JSON can't carry it.
 
     *keys_in* is the part of *obj* whose dicts may have keys that are not ``str`` (by
     default all of it): the protocol passes the payload, as it builds the envelope itself.
+    With *typed*, *obj* is an envelope (a dict): values with a wire form of their own
+    (``datetime``, ``UUID``, a dataclass...) are sent as such and marked in it
+    (:mod:`easyrpc._values`); without, they are refused like any value JSON can't carry.
     """
     try:
-        text = "".join(_fast(obj, 0)) if _fast is not None else _encoder.encode(obj)
-    except RecursionError:
-        text = _encode_deep(obj)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"cannot encode as JSON: {exc}") from None
+        text = _text(obj)
+    except _values.Extended as exc:
+        if not typed:
+            raise SerializationError(f"cannot encode as JSON: {exc}") from None
+        obj, marks = _values.lower(obj)
+        if marks:
+            obj[_values.MARKS] = marks
+        text, keys_in = _text(obj), _WHOLE
     _check_keys(obj if keys_in is _WHOLE else keys_in)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _escape_surrogates(text)
+
+
+def _text(obj: Any) -> str:
+    try:
+        return "".join(_fast(obj, 0)) if _fast is not None else _encoder.encode(obj)
+    except RecursionError:
+        return _encode_deep(obj)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot encode as JSON: {exc}") from None
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -190,42 +209,12 @@ def _scanstring_exact(text: str, end: int) -> tuple[str, int]:
     return value, stop
 
 
-def _float_text(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise SerializationError(f"cannot encode as JSON: out of range float value {value!r}")
-    return float.__repr__(value)
-
-
-def _key_text(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if key is True:
-        return "true"
-    if key is False:
-        return "false"
-    if key is None:
-        return "null"
-    if isinstance(key, int):
-        return int.__repr__(key)
-    if isinstance(key, float):
-        return _float_text(key)
-    raise SerializationError(f"cannot encode as JSON: keys must be str, int, float, bool or None, not {type(key).__name__}")
-
-
 def _scalar_text(value: Any) -> str:
     if isinstance(value, str):
         return str(encode_basestring(value))
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        return _float_text(value)
-    raise SerializationError(f"cannot encode as JSON: Object of type {type(value).__name__} is not JSON serializable")
+    if value is None or isinstance(value, (int, float)):  # bool is an int
+        return _key_text(value)  # the same text as a key's
+    raise _values.Extended(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _encode_deep(obj: Any) -> str:

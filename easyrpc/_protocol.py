@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Union
 
-from . import _codec
+from . import _codec, _values
 from .exceptions import ProtocolError, RemoteError, make_remote_error, os_error_details
 
 __all__ = [
@@ -140,7 +140,7 @@ ServerMessage = Union[Hello, Welcome, Refused, Result, Failure, Item, End, Funct
 def encode(kind: str, **fields: Any) -> bytes:
     """Encode one envelope. Raises :class:`~easyrpc.SerializationError` for payloads JSON can't carry."""
     fields["k"] = kind
-    return _codec.dumps(fields)
+    return _codec.dumps(fields, typed=True)
 
 
 def encode_call(
@@ -152,22 +152,22 @@ def encode_call(
     if timeout is not None:
         msg["t"] = timeout
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
-    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args)
+    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args, typed=True)
 
 
 def encode_result(call_id: int, value: Any) -> bytes:
-    return _codec.dumps({"k": "ok", "i": call_id, "v": value}, keys_in=value)
+    return _codec.dumps({"k": "ok", "i": call_id, "v": value}, keys_in=value, typed=True)
 
 
 def encode_item(call_id: int, value: Any, window: int | None = None) -> bytes:
     msg: dict[str, Any] = {"k": "item", "i": call_id, "v": value}
     if window is not None:
         msg["w"] = window
-    return _codec.dumps(msg, keys_in=value)
+    return _codec.dumps(msg, keys_in=value, typed=True)
 
 
 def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
-    return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None)
+    return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None, typed=True)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -285,9 +285,27 @@ def parse_client(data: bytes | str) -> ClientMessage:
     return parse_client_obj(load(data))
 
 
+_MARKS = _values.MARKS
+_CALL_PAYLOAD = frozenset(("a", "kw"))
+_VALUE_PAYLOAD = frozenset(("v",))
+_ERROR_PAYLOAD = frozenset(("e",))
+_FUNCTIONS_PAYLOAD = frozenset(("fs",))
+
+
+def _typed(obj: dict[str, Any], payload: frozenset[str]) -> None:
+    """Give the values marked in the envelope their types back (:mod:`easyrpc._values`).
+
+    Called only for a message that has marks (``"x" in obj``: the one look a message
+    without typed values pays).
+    """
+    _values.raise_marked(obj, obj[_values.MARKS], payload)
+
+
 def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
     kind = obj.get("k")
     if kind == "call":
+        if _MARKS in obj:
+            _typed(obj, _CALL_PAYLOAD)
         args = obj.get("a", [])
         kwargs = obj.get("kw", {})
         if not isinstance(args, list):
@@ -322,15 +340,21 @@ def parse_server(data: bytes | str) -> ServerMessage:
     if kind == "ok":
         if "v" not in obj:
             raise ProtocolError("result without a value")
+        if _MARKS in obj:
+            _typed(obj, _VALUE_PAYLOAD)
         return Result(_int(obj, "i"), obj["v"])
     if kind == "item":
         if "v" not in obj:
             raise ProtocolError("item without a value")
+        if _MARKS in obj:
+            _typed(obj, _VALUE_PAYLOAD)
         window = obj.get("w")
         if window is not None and (type(window) is not int or not 1 <= window <= 1_000_000):
             raise ProtocolError("field 'w' must be a small positive integer")
         return Item(_int(obj, "i"), obj["v"], window)
     if kind == "err":
+        if _MARKS in obj:
+            _typed(obj, _ERROR_PAYLOAD)
         return Failure(_int(obj, "i"), error_from_wire(obj.get("e")))
     if kind == "end":
         return End(_int(obj, "i"))
@@ -342,6 +366,8 @@ def parse_server(data: bytes | str) -> ServerMessage:
         funcs = obj.get("fs")
         if not isinstance(funcs, list):
             raise ProtocolError("field 'fs' must be a list")
+        if _MARKS in obj:
+            _typed(obj, _FUNCTIONS_PAYLOAD)
         return Functions(funcs)
     if kind == "hello":
         enc = obj.get("enc")
@@ -352,6 +378,8 @@ def parse_server(data: bytes | str) -> ServerMessage:
         funcs = obj.get("fs")
         if not isinstance(funcs, list):
             raise ProtocolError("field 'fs' must be a list")
+        if _MARKS in obj:
+            _typed(obj, _FUNCTIONS_PAYLOAD)
         return Welcome(_str(obj, "cid", 200), _str(obj, "proof", 4096), funcs)
     if kind == "refused":
         return Refused(_str(obj, "reason"), _str(obj, "code", 50))

@@ -2,16 +2,24 @@
 
 A function travels as a plain JSON description. Importing one never imports or evaluates
 anything that came off the wire: names must be plain identifiers, parameter kinds come
-from a fixed set, and defaults and annotations stay text, shown through :class:`Text`.
+from a fixed set, and annotations stay text, shown through :class:`Text`. A default
+travels as its text and, when the wire carries it as itself (JSON values, and the typed
+values of :mod:`easyrpc._values`), also as its value, which the proxy's signature shows;
+other defaults show as their text.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import functools
 import inspect
 import keyword
+import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["FunctionSpec", "Text", "callable_kind", "describe_function", "spec_from_description", "is_identifier"]
@@ -83,6 +91,32 @@ def _no_repr(value: Any) -> str:
     return f"<{type(value).__qualname__} object (repr() failed)>"
 
 
+_ITSELF = frozenset((str, int, bool, type(None), dt.date, dt.timedelta, uuid.UUID, Decimal))
+MAX_DEFAULT_DEPTH = 32
+
+
+def travels_as_itself(value: Any, depth: int = 0) -> bool:
+    """True if *value* arrives as an equal value of its own type (so a signature may show it).
+
+    Tuples (which arrive as lists), sets, records and other objects do not; a datetime or
+    time does only with no time zone or a fixed offset (``datetime.timezone``).
+    """
+    t = type(value)
+    if t in _ITSELF:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is dt.datetime or t is dt.time:
+        return value.tzinfo is None or type(value.tzinfo) is dt.timezone
+    if depth >= MAX_DEFAULT_DEPTH:
+        return False
+    if t is list:
+        return all(travels_as_itself(v, depth + 1) for v in value)
+    if t is dict:
+        return all(type(k) is str and travels_as_itself(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def callable_kind(func: Callable[..., Any]) -> str:
     """``'sync'``, ``'async'``, ``'gen'`` or ``'agen'``: how calling *func* must be run.
 
@@ -115,7 +149,10 @@ def describe_function(func: Callable[..., Any], name: str, namespace: str) -> di
     for p in sig.parameters.values():
         entry: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
         if p.default is not inspect.Parameter.empty:
-            entry["default"] = _short(_default_text(p.default))
+            text = _default_text(p.default)
+            entry["default"] = _short(text)
+            if len(text) <= MAX_TEXT and travels_as_itself(p.default):
+                entry["value"] = copy.deepcopy(p.default)  # the description must not follow a mutated default
         ann = _annotation_text(p.annotation)
         if ann is not None:
             entry["annotation"] = _short(ann)
@@ -213,9 +250,13 @@ def spec_from_description(desc: Any) -> FunctionSpec:
         if ann is not None:
             annotations[pname] = ann
         empty = inspect.Parameter.empty
+        shown_default: Any = empty
+        if default is not None:
+            value = entry.get("value", empty)
+            shown_default = value if value is not empty and travels_as_itself(value) else Text(default)
         shown.append(inspect.Parameter(
             pname, pkind,
-            default=Text(default) if default is not None else empty,
+            default=shown_default,
             annotation=Text(ann) if ann is not None else empty,
         ))
         bound.append(inspect.Parameter(pname, pkind, default=OMITTED if default is not None else empty))

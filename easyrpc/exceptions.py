@@ -8,10 +8,12 @@
     ├── ConnectionLost (ConnectionError)   socket closed with calls in flight, or proxy closed
     ├── CallTimeout (TimeoutError)     a call ran past its limit
     ├── SerializationError (TypeError) a value JSON cannot carry
+    ├── ArgumentError (TypeError)      an argument does not fit its parameter's annotation
     └── RemoteError                    the function raised on the server
         ├── FunctionNotFound           no such function in this connection's namespace
         ├── ServerBusy                 the server refused the call (too many in flight)
-        └── RemoteSerializationError (SerializationError)   a result JSON cannot carry
+        ├── RemoteSerializationError (SerializationError)   a result JSON cannot carry
+        └── RemoteArgumentError (ArgumentError)   the server refused an argument; the function did not run
 
 A :class:`RemoteError` whose remote type is a builtin exception is also an instance of
 that builtin, so ``except KeyError:`` catches a ``KeyError`` raised on the server; a
@@ -28,12 +30,14 @@ import builtins
 from typing import Any
 
 __all__ = [
+    "ArgumentError",
     "AuthenticationError",
     "CallTimeout",
     "ConnectionLost",
     "EasyRpcError",
     "FunctionNotFound",
     "ProtocolError",
+    "RemoteArgumentError",
     "RemoteError",
     "RemoteSerializationError",
     "SerializationError",
@@ -63,6 +67,15 @@ class CallTimeout(EasyRpcError, TimeoutError):
 
 class SerializationError(EasyRpcError, TypeError):
     """A value cannot be carried as JSON."""
+
+
+class ArgumentError(EasyRpcError, TypeError):
+    """An argument does not fit the annotation of the parameter it was passed for.
+
+    Raised on the server before the function runs; the caller gets a
+    :class:`RemoteArgumentError` whose message names the function, the parameter and
+    what was wrong.
+    """
 
 
 class RemoteError(EasyRpcError):
@@ -105,7 +118,16 @@ class RemoteSerializationError(RemoteError, SerializationError):
     """
 
 
+class RemoteArgumentError(RemoteError, ArgumentError):
+    """The server refused an argument that does not fit its parameter's annotation.
+
+    The function did not run. Also an :class:`ArgumentError` (so a ``TypeError``), as a
+    wrong argument is for a local call.
+    """
+
+
 _SPECIAL: dict[str, type[RemoteError]] = {
+    "ArgumentError": RemoteArgumentError,
     "FunctionNotFound": FunctionNotFound,
     "ServerBusy": ServerBusy,
     "SerializationError": RemoteSerializationError,

@@ -109,3 +109,12 @@ def test_cluster_example_chain_of_three_processes() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "['count_a', 'count_b', 'count_c', 'where_a', 'where_b', 'where_c']" in done.stdout
     assert "where_c -> c" in done.stdout and "count_c(3) -> ['c:0', 'c:1', 'c:2']" in done.stdout
+
+
+def test_typed_values_example() -> None:
+    """Typed values, a record rebuilt from its annotation, a refusal naming the parameter, a real default."""
+    out = _run("typed_values.py", 0).splitlines()
+    assert out[0].startswith("[datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=") and out[0].endswith("'2024-05-06']")
+    assert out[1:] == ["7.00 [{'sku': 'tea', 'qty': 2, 'size': 'l'}]", "True",
+                       "ArgumentError: place() argument 'order' at .lines[0].qty: expected int, got str 'two'",
+                       "2030-01-01"]

@@ -19,15 +19,21 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core.credit import SendCredit
 from .._pool import PoolClosed
-from ..exceptions import SerializationError
+from ..exceptions import ArgumentError, SerializationError
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
 
 if TYPE_CHECKING:
     from .connection import ServerConnection
+    from .registry import Registered
 
 __all__ = ["Calls", "SOLO_STREAK"]
 
 SOLO_STREAK = 3  # calls in a row alone on their connection before they run on the spot
+
+
+def refused_argument(call_id: int, exc: ArgumentError) -> bytes:
+    """The reply to a call whose arguments do not fit the function's annotations (it did not run)."""
+    return proto.encode_failure(call_id, proto.error_wire("ArgumentError", str(exc)))
 
 
 class Calls:
@@ -65,9 +71,9 @@ class Calls:
                 assert conn._hub is not None
                 if not conn._frames.drained():
                     conn._hub.pend(conn)  # should this thread lose the loop, the next leader reads on
-                conn._hub.run_inline(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+                conn._hub.run_inline(self._run_sync, msg.id, task, reg, msg.args, msg.kwargs)
             else:
-                server.executor().submit(self._run_sync, msg.id, task, reg.func, reg.pace, msg.args, msg.kwargs)
+                server.executor().submit(self._run_sync, msg.id, task, reg, msg.args, msg.kwargs)
         elif reg.kind == "remote":
             assert isinstance(task, CallTask) and reg.link is not None
             reg.link.forward(conn, msg, task)
@@ -75,11 +81,17 @@ class Calls:
             assert isinstance(task, CallTask)
             loop = server.event_loop()  # first: a refusal must not leave a coroutine unawaited
             task.future = asyncio.run_coroutine_threadsafe(
-                self._run_async(msg.id, task, reg.func, msg.args, msg.kwargs), loop)
+                self._run_async(msg.id, task, reg, msg.args, msg.kwargs), loop)
         else:
             assert isinstance(task, StreamTask)
+            args, kwargs = msg.args, msg.kwargs
             try:
-                task.gen = reg.func(*msg.args, **msg.kwargs)
+                if reg.plan is not None:
+                    args, kwargs = reg.plan(args, kwargs)
+                task.gen = reg.func(*args, **kwargs)
+            except ArgumentError as exc:
+                conn.finish(msg.id, task, refused_argument(msg.id, exc))
+                return
             except Exception as exc:  # noqa: BLE001 - binding errors go to the caller
                 conn.finish(msg.id, task, conn.failure(msg.id, exc))
                 return
@@ -107,11 +119,17 @@ class Calls:
             return proto.encode_failure(call_id, proto.error_wire(
                 "SerializationError", f"the result of {getattr(fn, '__name__', '?')} cannot be sent: {exc}"))
 
-    def _run_sync(self, call_id: int, task: CallTask, fn: Callable[..., Any], pace: CallPace,
-                  args: list[Any], kwargs: dict[str, Any]) -> None:
+    def _run_sync(self, call_id: int, task: CallTask, reg: Registered, args: list[Any], kwargs: dict[str, Any]) -> None:
         conn = self.conn
         if task.cancelled:
             return  # cancelled (or timed out) while it waited for a worker
+        fn, pace = reg.func, reg.pace
+        if reg.plan is not None:
+            try:
+                args, kwargs = reg.plan(args, kwargs)
+            except ArgumentError as exc:
+                conn.finish(call_id, task, refused_argument(call_id, exc))
+                return
         payload: bytes | None = None
         started = time.perf_counter()
         try:
@@ -125,11 +143,16 @@ class Calls:
             conn.finish(call_id, task, payload)
 
     async def _run_async(
-        self, call_id: int, task: CallTask, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+        self, call_id: int, task: CallTask, reg: Registered, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         conn = self.conn
+        fn = reg.func
         try:
+            if reg.plan is not None:
+                args, kwargs = reg.plan(args, kwargs)
             payload = self._result(call_id, fn, await fn(*args, **kwargs))
+        except ArgumentError as exc:
+            payload = refused_argument(call_id, exc)
         except asyncio.CancelledError:
             conn.finish(call_id, task, None)
             raise

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._convert import Plan, plan_for
 from .._signature import callable_kind, describe_function, is_identifier
 from .tasks import CallPace
 
@@ -41,6 +42,7 @@ class Registered:
     description: dict[str, Any]
     link: ServerLink | None = None  # for functions forwarded from another server
     pace: CallPace = field(default_factory=CallPace, compare=False, repr=False)  # plain functions' run times
+    plan: Plan | None = field(default=None, compare=False, repr=False)  # how its arguments are converted
 
 
 def _relay_marker(*args: Any, **kwargs: Any) -> Any:
@@ -86,7 +88,7 @@ class Registry:
             raise ValueError("namespace must be a non-empty string")
         desc = describe_function(func, name, namespace)
         desc["route"] = [self._server_id]
-        reg = Registered(name, namespace, func, callable_kind(func), desc)
+        reg = Registered(name, namespace, func, callable_kind(func), desc, plan=plan_for(func, name))
         with self._lock:
             if namespace in self._groups:
                 raise ValueError(f"{namespace!r} is a namespace group")
