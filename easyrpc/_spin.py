@@ -27,7 +27,7 @@ import select
 import threading
 import time
 
-__all__ = ["DEFAULT_BUSY_POLL", "BusyPoll", "busy_policy", "check_window"]
+__all__ = ["DEFAULT_BUSY_POLL", "BusyPoll", "busy_policy", "check_window", "forget_traffic"]
 
 DEFAULT_BUSY_POLL = 100e-6  # seconds
 
@@ -36,7 +36,7 @@ _MAX_WINDOW = 0.01  # longer than a scheduler tick: that is sleeping, not pollin
 _SLOT = threading.Lock()  # held by the one thread of the process that is polling
 _SHARED = 0.002  # s: connections receiving data this close together share the process
 _last: BusyPoll | None = None  # the connection that received data last, in this process
-_last_at = 0.0  # when (time.perf_counter)
+_last_at = -math.inf  # when (time.perf_counter)
 _shared_until = 0.0  # no polling before this: several connections are busy
 
 
@@ -54,6 +54,17 @@ def busy_policy(window: float) -> BusyPoll | None:
     return BusyPoll(window) if check_window(window) else None
 
 
+def forget_traffic() -> None:
+    """Forget which connection of this process received data last, and when: as in a
+    process none of whose connections has received any yet (no pause in force).
+
+    For tests: whether a wait polls depends on every connection of the process, and
+    connections other tests left open may have received data (a keepalive) meanwhile.
+    """
+    global _last, _last_at, _shared_until
+    _last, _last_at, _shared_until = None, -math.inf, 0.0
+
+
 class BusyPoll:
     """The busy-poll policy of one connection: its window and its back-off state.
 
@@ -69,6 +80,18 @@ class BusyPoll:
         self.misses = 0  # waits that polled their whole window in vain
         self._skip = 0  # waits left that go straight to sleep
         self._backoff = 0  # how many the next miss makes skip
+
+    @property
+    def skip(self) -> int:
+        """Waits left that go straight to sleep (the back-off after a miss), read-only:
+        for tests and diagnostics."""
+        return self._skip
+
+    @property
+    def backoff(self) -> int:
+        """How many waits the last miss made skip (each miss doubles it, up to a cap; a
+        hit resets it to 0), read-only: for tests and diagnostics."""
+        return self._backoff
 
     def mark(self) -> None:
         """Data arrived on this connection: it is the last of the process to get any. If

@@ -49,17 +49,20 @@ class ThreadWaker:
     Only its own thread calls :meth:`wait_for`; any thread may call :meth:`wake`. The
     pipe is closed when the last reference goes: a call still pending when its thread
     ended keeps it open, so a late wake never writes to a reused descriptor.
+
+    With *pipe* false it sleeps on a lock, as it does where the platform has no ``poll``
+    or the process is out of descriptors.
     """
 
     __slots__ = ("_fd", "_wfd", "_poll", "_lock", "_depth", "_sleeping", "__weakref__")
 
-    def __init__(self) -> None:
+    def __init__(self, pipe: bool = True) -> None:
         self._fd = self._wfd = -1  # the pipe's ends: the thread reads, wakers write
         self._poll: select.poll | None = None
         self._lock: threading.Lock | None = None
         self._depth = 0  # waits in progress on this thread (more than one: a signal handler's)
         self._sleeping = False  # the thread may be asleep on the pipe: wakes must write
-        if _PIPE:
+        if _PIPE and pipe:
             try:
                 self._fd, self._wfd = os.pipe()  # close-on-exec
                 os.set_blocking(self._wfd, False)  # a full pipe holds wakes enough
@@ -68,6 +71,32 @@ class ThreadWaker:
         if self._fd < 0:
             self._lock = threading.Lock()
             self._lock.acquire()  # held: no wake pending
+
+    @property
+    def kind(self) -> str:
+        """What the thread sleeps on: ``"pipe"`` or ``"lock"`` (read-only, for tests and
+        diagnostics)."""
+        return "lock" if self._lock is not None else "pipe"
+
+    @property
+    def descriptors(self) -> tuple[int, int]:
+        """The pipe's read and write ends; ``(-1, -1)`` for a lock, or once closed
+        (read-only: for tests that check what the waker leaves open, and diagnostics)."""
+        return self._fd, self._wfd
+
+    def wake_as_if_asleep(self) -> None:
+        """Wake as though the thread slept, though it does not: the wake stays pending,
+        as one does that raced with the end of the wait it was meant for (a stale wake,
+        which the thread's next wait must only look past).
+
+        For tests: that race cannot be made to happen on demand. Call it on the waker's
+        own thread, outside a wait.
+        """
+        sleeping, self._sleeping = self._sleeping, True
+        try:
+            self.wake()
+        finally:
+            self._sleeping = sleeping
 
     def wake(self) -> None:
         """Wake the thread if it sleeps; call it after making the condition true.

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from easyrpc._net.hub import hub
+from easyrpc._transport import FrameReader
 from easyrpc.aio import EasyRpcProxy as AioProxy
 from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
@@ -201,6 +203,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def server_readers(monkeypatch: pytest.MonkeyPatch) -> weakref.WeakSet[FrameReader]:
+    """The server-side socket readers built from now on (``FrameReader(masked=True)``: a
+    server reads the client's masked frames), each as long as its connection holds it:
+    how a test finds a server connection's reader without reaching into the connection."""
+    readers: weakref.WeakSet[FrameReader] = weakref.WeakSet()
+    init = FrameReader.__init__
+
+    def recording_init(self: FrameReader, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if kwargs.get("masked"):
+            readers.add(self)
+
+    monkeypatch.setattr(FrameReader, "__init__", recording_init)
+    return readers
 
 
 async def loop_reader(proxy: AioProxy, timeout: float = 5.0) -> Any:

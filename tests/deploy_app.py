@@ -65,7 +65,7 @@ def info() -> dict[str, Any]:
         "connections": rpc.connection_count,
         "active_calls": rpc.active_calls,
         "hub_peers": h.peer_count,
-        "hub_leaders_started": h._count,
+        "hub_leaders_started": h.leaders_started,
         "watchdog_ticks": h.watch.ticks,
         "on_leader": h.is_leader(),
         "ident": threading.get_ident(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import threading
@@ -15,6 +16,7 @@ from flask import Flask
 
 import easyrpc
 from easyrpc import CallTimeout, FunctionNotFound, RemoteError, SerializationError
+from easyrpc._pool import PoolClosed, WorkerPool
 from easyrpc.proxy import ClientOptions, EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
@@ -471,13 +473,32 @@ def test_system_exit_from_an_async_functions_child_task_leaves_the_loop_running(
     assert [p.still_there(i) for i in range(3)] == [0, 1, 2]
 
 
+class ClosingServer(EasyRpcServer):
+    """A server caught inside close(), once it has stopped its pool and loop but before
+    its connections have closed: what a call that arrives then meets."""
+
+    stopped = False  # set: close() has got that far
+
+    def executor(self) -> WorkerPool:
+        """PoolClosed once stopped, as a closed server's."""
+        if self.stopped:
+            raise PoolClosed("the server is closed")
+        return super().executor()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """PoolClosed once stopped, as a closed server's."""
+        if self.stopped:
+            raise PoolClosed("the server is closed")
+        return super().event_loop()
+
+
 def test_an_async_call_refused_at_shutdown_builds_no_coroutine_it_drops(
         serve: Callable[..., Served], open_proxy: Any) -> None:
     """An async function or async generator called once the server has closed its loop
     is refused with ServerBusy; no coroutine is built and then left unawaited (a
     RuntimeWarning, an error under this suite's filterwarnings)."""
     app = Flask(__name__)
-    rpc = EasyRpcServer(app, "/ws/test", SECRET)
+    rpc = ClosingServer(app, "/ws/test", SECRET)
 
     @rpc.origin
     async def later() -> int:
@@ -487,14 +508,18 @@ def test_an_async_call_refused_at_shutdown_builds_no_coroutine_it_drops(
     async def ticks() -> Any:
         yield 1
 
-    p = open_proxy(serve(app, rpc), timeout=5)
-    with rpc._lock:
-        rpc._closed = True  # what close() sets before it stops the loop
+    p = open_proxy(serve(app, rpc), timeout=5, reconnect=False)  # the server closes at the end
+    rpc.stopped = True
     for call in (p.later, lambda: next(iter(p.ticks()))):
         with pytest.raises(RemoteError) as info:
             call()
         assert info.value.remote_type == "ServerBusy"
     gc.collect()  # a dropped coroutine would warn by now
+    rpc.stopped = False
+    rpc.close(grace=1.0)  # and a server that has closed is one that refuses so
+    for resource in (rpc.executor, rpc.event_loop):
+        with pytest.raises(PoolClosed):
+            resource()
 
 
 # --- a blocking call's own settling (no Future: one claim, one raw lock) ------------------

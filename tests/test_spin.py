@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import pytest
 
 from easyrpc import _spin
-from easyrpc._spin import BusyPoll, busy_policy, check_window
+from easyrpc._spin import BusyPoll, busy_policy, check_window, forget_traffic
 from easyrpc.aio import EasyRpcProxy as AioProxy
 from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 from .apps import build_app
-from .conftest import SECRET, Served, loop_reader
+from .conftest import SECRET, Served, loop_reader, server_readers
 from .faults import ServerProcess
 
 
@@ -50,14 +50,24 @@ def pipe() -> Iterator[Pipe]:
 @pytest.fixture(autouse=True)
 def quiet_process() -> None:
     """No connection of this process has received data lately (other tests' did)."""
-    _spin._last, _spin._last_at, _spin._shared_until = None, 0.0, 0.0
+    forget_traffic()
 
 
-def _until_unshared() -> None:
-    """Let the time in which no connection polls (two received data together) pass."""
+def _polls_once_unshared(policy: BusyPoll, pipe: Pipe) -> bool:
+    """Poll *pipe* (data waiting) until a wait polls, as one does once the time in which
+    no connection polls (two received data together) has passed: True if within 1 s."""
     deadline = time.perf_counter() + 1.0
-    while time.perf_counter() <= _spin._shared_until:
-        assert time.perf_counter() < deadline
+    while time.perf_counter() < deadline:
+        if policy.poll(pipe.poller):
+            return True
+    return False
+
+
+def _quiet_for_a_while() -> None:
+    """Let more time pass than two connections' data may be apart to count as together."""
+    start = time.perf_counter()
+    while time.perf_counter() - start <= _spin._SHARED:
+        pass
 
 
 def _fresh(window: float) -> BusyPoll:
@@ -90,7 +100,8 @@ def test_data_written_while_polling_ends_the_wait(pipe: Pipe) -> None:
 def _only(policy: BusyPoll) -> None:
     """As if *policy*'s connection were the only one of the process: other tests'
     connections still open may receive data (a keepalive) while a test runs."""
-    _spin._last, _spin._shared_until = policy, 0.0
+    forget_traffic()
+    policy.mark()
 
 
 def test_misses_back_off_exponentially_and_a_hit_resets_it(pipe: Pipe) -> None:
@@ -104,7 +115,7 @@ def test_misses_back_off_exponentially_and_a_hit_resets_it(pipe: Pipe) -> None:
             polled.append(i)
     # after each miss the next 1, 2, 4, 8 ... waits go straight to sleep
     assert polled == [0, 2, 5, 10, 19, 36]
-    while policy._skip:
+    while policy.skip:
         _only(policy)
         assert not policy.poll(pipe.poller)
     os.write(pipe.w, b"x")
@@ -113,7 +124,7 @@ def test_misses_back_off_exponentially_and_a_hit_resets_it(pipe: Pipe) -> None:
     os.read(pipe.r, 1)
     _only(policy)
     assert not policy.poll(pipe.poller)
-    assert policy._skip == 1  # the back-off starts again from one wait
+    assert policy.skip == 1  # the back-off starts again from one wait
 
 
 def test_back_off_is_capped(pipe: Pipe) -> None:
@@ -121,21 +132,21 @@ def test_back_off_is_capped(pipe: Pipe) -> None:
     for _ in range(2000):
         _only(policy)
         policy.poll(pipe.poller)
-    assert policy._backoff == _spin._MAX_SKIP
+    assert policy.backoff == _spin._MAX_SKIP
     assert policy.misses <= 8 + 2000 // (_spin._MAX_SKIP + 1) + 1
 
 
 def test_no_polling_while_another_connection_received_data_last(pipe: Pipe) -> None:
-    policy = _fresh(0.01)
-    _spin._last_at -= 1.0  # its data came a while ago
+    policy, other = _fresh(0.01), BusyPoll(0.01)
+    _quiet_for_a_while()  # its data came a while ago
     os.write(pipe.w, b"x")
-    BusyPoll(0.01).mark()  # another connection of this process got data since
-    assert _spin._shared_until < time.perf_counter()  # not data together: only the last one polls
-    assert not policy.poll(pipe.poller)
-    assert (policy.hits, policy.misses, policy._skip) == (0, 0, 0)
+    other.mark()  # another connection of this process got data since
+    assert other.poll(pipe.poller)  # not data together: no pause, the last one polls
+    assert not policy.poll(pipe.poller)  # and only the last one
+    assert (policy.hits, policy.misses, policy.skip) == (0, 0, 0)
     policy.mark()
-    _until_unshared()
-    assert policy.poll(pipe.poller)
+    assert _polls_once_unshared(policy, pipe)
+    assert (policy.hits, policy.misses) == (1, 0)
 
 
 def test_no_polling_for_a_while_after_two_connections_received_data_together(pipe: Pipe) -> None:
@@ -144,31 +155,49 @@ def test_no_polling_for_a_while_after_two_connections_received_data_together(pip
     os.write(pipe.w, b"x")
     other.mark()
     policy.mark()  # within _SHARED of the other's data
-    assert _spin._shared_until > time.perf_counter()
-    assert not policy.poll(pipe.poller)
-    assert (policy.hits, policy.misses, policy._skip) == (0, 0, 0)
-    _until_unshared()
-    assert policy.poll(pipe.poller)  # the other went quiet: polling again
+    assert not policy.poll(pipe.poller)  # the last to get data, with data waiting: paused
+    assert (policy.hits, policy.misses, policy.skip) == (0, 0, 0)
+    assert _polls_once_unshared(policy, pipe)  # the other went quiet: polling again
+    assert (policy.hits, policy.misses) == (1, 0)
 
 
 def test_data_now_and_then_on_another_connection_does_not_stop_polling(pipe: Pipe) -> None:
     policy, other = BusyPoll(0.01), BusyPoll(0.01)
     other.mark()  # a keepalive on an idle connection, say
-    start = time.perf_counter()
-    while time.perf_counter() - start <= _spin._SHARED:
-        pass
+    _quiet_for_a_while()
     policy.mark()
     os.write(pipe.w, b"x")
     assert policy.poll(pipe.poller)
 
 
+class HeldPoll:
+    """A poll object that has no event until released, and says when it is first polled."""
+
+    def __init__(self) -> None:
+        self.polled = threading.Event()
+        self.release = threading.Event()
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.polled.set()
+        return [(0, select.POLLIN)] if self.release.is_set() else []
+
+
 def test_one_thread_per_process_polls_at_a_time(pipe: Pipe) -> None:
     policy = _fresh(0.01)
-    os.write(pipe.w, b"x")
-    with _spin._SLOT:  # another thread is polling
-        assert not policy.poll(pipe.poller)
-    assert (policy.hits, policy.misses) == (0, 0)
-    assert policy.poll(pipe.poller)
+    policy.window = 5.0  # the other thread polls until released (a loaded machine must not make it miss)
+    held = HeldPoll()
+    other = threading.Thread(target=policy.poll, args=(held,), name="test-poller")
+    other.start()
+    try:
+        assert held.polled.wait(5)  # another thread is polling
+        os.write(pipe.w, b"x")
+        assert not policy.poll(pipe.poller)  # data waiting, yet this one does not poll
+        assert (policy.hits, policy.misses) == (0, 0)
+    finally:
+        held.release.set()
+        other.join(5)
+    assert (policy.hits, policy.misses) == (1, 0)  # the other thread's wait
+    assert policy.poll(pipe.poller)  # the slot is free again
 
 
 @pytest.mark.parametrize("window", [-0.001, 0.02, float("nan"), float("inf"), True, "0.001", None])
@@ -288,7 +317,9 @@ _CLIENT = textwrap.dedent("""
 """)
 
 
-def test_a_server_connection_polls_for_a_sequential_callers_next_call(serve: object) -> None:
+def test_a_server_connection_polls_for_a_sequential_callers_next_call(
+        serve: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    readers = server_readers(monkeypatch)
     app, rpc, _ = build_app(busy_poll=0.01)
     served: Served = serve(app, rpc)  # type: ignore[operator]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -297,10 +328,9 @@ def test_a_server_connection_polls_for_a_sequential_callers_next_call(serve: obj
     try:
         assert client.stdout is not None and client.stdin is not None
         assert client.stdout.readline().strip() == "DONE"
-        with rpc._lock:
-            conns = list(rpc._connections)
-        assert len(conns) == 1
-        policy = conns[0]._frames.busy
+        assert rpc.connection_count == 1
+        [reader] = readers  # its connection's
+        policy = reader.busy
         assert policy is not None and policy.hits >= 10, (policy.hits, policy.misses)
         client.stdin.close()
         assert client.wait(20) == 0
@@ -348,14 +378,16 @@ def test_the_loop_does_not_poll_while_its_reading_role_is_being_taken_away(serve
             assert policy is not None
 
             def state() -> tuple[int, int, int]:
-                _spin._last, _spin._shared_until = policy, 0.0  # as if the only connection
-                policy._skip = 0
-                return policy.hits, policy.misses, policy._skip
+                while policy.skip:  # the back-off of earlier waits: each wait skipped uses one up
+                    _only(policy)
+                    assert not policy.poll(select.poll())
+                _only(policy)
+                return policy.hits, policy.misses, policy.skip
 
             before = state()
             with reader.lock:  # held by a thread revoking the role
                 engine.role.poll_in_loop(loop)
-            assert (policy.hits, policy.misses, policy._skip) == before
+            assert (policy.hits, policy.misses, policy.skip) == before
             engine.role.poll_in_loop(loop)  # free: it polls (the reply is 0.5 s away: a miss)
             assert policy.misses == before[1] + 1
             assert await task == 0.5

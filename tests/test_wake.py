@@ -8,26 +8,28 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 
-from easyrpc import _wake
 from easyrpc._wake import ThreadWaker, thread_waker
 from easyrpc.proxy import engine_of
 
 from .apps import build_app
 from .conftest import wait_for
 
-KINDS = ["pipe", "lock"] if _wake._PIPE else ["lock"]
+PIPES = ThreadWaker().kind == "pipe"  # this platform's wakers sleep on pipes
+KINDS = ["pipe", "lock"] if PIPES else ["lock"]
 
 
 @pytest.fixture(params=KINDS)
-def make_waker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ThreadWaker]]:
-    """The ThreadWaker class, set to build the parametrised kind."""
-    monkeypatch.setattr(_wake, "_PIPE", request.param == "pipe")
-    yield ThreadWaker
+def make_waker(request: pytest.FixtureRequest) -> Callable[[], ThreadWaker]:
+    """Builds a ThreadWaker of the parametrised kind."""
+    make = partial(ThreadWaker, pipe=request.param == "pipe")
+    assert make().kind == request.param
+    return make
 
 
 class Flag:
@@ -46,15 +48,12 @@ def _blocked(native_id: int) -> bool:
         return True
 
 
-def test_a_stale_wake_only_makes_a_wait_look_again(make_waker: type[ThreadWaker]) -> None:
+def test_a_stale_wake_only_makes_a_wait_look_again(make_waker: Callable[[], ThreadWaker]) -> None:
     waker = make_waker()
-    piped = waker._lock is None  # a pipe is written to only while its thread may sleep:
-    waker._sleeping = piped  # as if the thread had just stopped waiting for something
-    waker.wake()
-    waker.wake()  # wakes do not pile up
-    waker._sleeping = False
-    if piped:
-        assert select.select([waker._fd], [], [], 0)[0]  # the stale wakes are in the pipe
+    waker.wake_as_if_asleep()  # as if the thread had just stopped waiting for something
+    waker.wake_as_if_asleep()  # wakes do not pile up
+    if waker.kind == "pipe":
+        assert select.select([waker.descriptors[0]], [], [], 0)[0]  # the stale wakes are in the pipe
     t0 = time.monotonic()
     assert not waker.wait_for(Flag(), 0.05)  # it waits out its time
     assert time.monotonic() - t0 >= 0.04
@@ -63,7 +62,7 @@ def test_a_stale_wake_only_makes_a_wait_look_again(make_waker: type[ThreadWaker]
     assert waker.wait_for(done, None)  # delivered already: no sleep
 
 
-def test_a_sleeping_waiter_is_woken_by_another_thread(make_waker: type[ThreadWaker]) -> None:
+def test_a_sleeping_waiter_is_woken_by_another_thread(make_waker: Callable[[], ThreadWaker]) -> None:
     waker = make_waker()
     done = Flag()
     ident: list[int] = []
@@ -100,12 +99,12 @@ def _wait_for_a_timed_delivery(waker: ThreadWaker) -> float:
     return time.monotonic() - t0
 
 
-def test_a_wait_with_a_limit_ends_when_woken_before_the_limit(make_waker: type[ThreadWaker]) -> None:
+def test_a_wait_with_a_limit_ends_when_woken_before_the_limit(make_waker: Callable[[], ThreadWaker]) -> None:
     assert _wait_for_a_timed_delivery(make_waker()) < 5.0
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no signals to threads here")
-def test_a_signal_handler_running_during_a_wait_does_not_end_it(make_waker: type[ThreadWaker]) -> None:
+def test_a_signal_handler_running_during_a_wait_does_not_end_it(make_waker: Callable[[], ThreadWaker]) -> None:
     """A handler that returns leaves the wait asleep until its wake (no InterruptedError)."""
     waker = make_waker()
     done = Flag()
@@ -135,7 +134,7 @@ def test_a_signal_handler_running_during_a_wait_does_not_end_it(make_waker: type
 @pytest.mark.parametrize("limit", [None, 10.0], ids=["no-limit", "with-limit"])
 @pytest.mark.timeout(20)
 def test_a_wait_inside_a_signal_handler_leaves_the_interrupted_wait_working(
-        make_waker: type[ThreadWaker], limit: float | None) -> None:
+        make_waker: Callable[[], ThreadWaker], limit: float | None) -> None:
     """The handler's wait takes the wake meant for the wait it interrupted; that one must
     still end when its condition holds, not sleep on."""
     waker = make_waker()
@@ -194,10 +193,10 @@ def _fd_target(fd: int) -> str:
         return "closed"
 
 
-@pytest.mark.skipif(not _wake._PIPE or not os.path.isdir("/proc/self/fd"), reason="no pipe waker, or no /proc")
+@pytest.mark.skipif(not PIPES or not os.path.isdir("/proc/self/fd"), reason="no pipe waker, or no /proc")
 def test_a_pipe_waker_closes_both_ends_once_unreferenced() -> None:
     waker = ThreadWaker()
-    fds = (waker._fd, waker._wfd)
+    fds = waker.descriptors
     pipes = [_fd_target(fd) for fd in fds]
     assert pipes[0] == pipes[1] and pipes[0].startswith("pipe:")
     del waker
@@ -205,7 +204,7 @@ def test_a_pipe_waker_closes_both_ends_once_unreferenced() -> None:
     assert all(_fd_target(fd) != pipes[0] for fd in fds)  # closed (or the number reused by something else)
 
 
-@pytest.mark.skipif(not _wake._PIPE, reason="no pipe waker here")
+@pytest.mark.skipif(not PIPES, reason="no pipe waker here")
 def test_a_process_out_of_descriptors_still_gets_a_working_waker(monkeypatch: pytest.MonkeyPatch) -> None:
     """One pipe per calling thread: with many threads and a low descriptor limit, a
     thread that cannot get one still makes calls."""
@@ -215,17 +214,15 @@ def test_a_process_out_of_descriptors_still_gets_a_working_waker(monkeypatch: py
 
     monkeypatch.setattr(os, "pipe", no_fd)
     waker = ThreadWaker()
-    assert waker._fd < 0 and waker._wfd < 0
+    assert waker.kind == "lock" and waker.descriptors == (-1, -1)
     _wait_for_a_timed_delivery(waker)
 
 
-@pytest.mark.skipif(not _wake._PIPE, reason="no pipe waker here")
+@pytest.mark.skipif(not PIPES, reason="no pipe waker here")
 def test_wakes_never_block_the_waker_on_a_full_pipe() -> None:
     waker = ThreadWaker()
-    waker._sleeping = True  # as if its thread slept: every wake writes a byte
-    for _ in range(80_000):  # more than a pipe holds (64 KiB on Linux)
-        waker.wake()
-    waker._sleeping = False
+    for _ in range(80_000):  # more than a pipe holds (64 KiB on Linux): every wake writes a byte
+        waker.wake_as_if_asleep()
     assert _wait_for_a_timed_delivery(waker) < 5.0  # the pending wakes only make it look again
 
 

@@ -145,6 +145,14 @@ class Hub:
         with self._lock:
             return len(self._events)
 
+    @property
+    def leaders_started(self) -> int:
+        """How many leader threads this hub has started (a start that failed counts too),
+        read-only: it grows each time the watchdog promotes a new leader past one held by
+        a long call. For monitoring and tests."""
+        with self._lock:
+            return self._count
+
     def is_leader(self) -> bool:
         """True on the thread that runs the loop now."""
         return self._leader == threading.get_ident()
