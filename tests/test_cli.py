@@ -39,7 +39,7 @@ def test_demo_runs_and_exits_zero() -> None:
     done = easyrpc("demo", secret=None)
     assert done.returncode == 0, done.stderr
     for expected in ("{'good_func_a': [1, 5, 7]}", "submit(12).result() -> 144", "[0, 1, 2, 3, 4]",
-                     "ZeroDivisionError", "good_func_a(a: int, b: int, c: int)", "[0, 1, 4, 9, 16]", "demo: done"):
+                     "ZeroDivisionError", "good_func_a(a: int, b: int, c: int)", "[0.0, 1.0, 4.0, 9.0, 16.0]", "demo: done"):
         assert expected in done.stdout
 
 
