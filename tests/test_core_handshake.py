@@ -211,6 +211,37 @@ def test_another_protocol_version_in_the_token_is_refused_with_code_version() ->
     assert refused == Refused("version", "protocol version 2 is not supported; server speaks 1")
 
 
+@pytest.mark.parametrize("claimed", [True, 1.0, "1", [1]], ids=["true", "float", "str", "list"])
+def test_a_version_claim_that_is_not_the_integer_1_is_refused(claimed: Any) -> None:
+    server = server_end()
+    refused = server.receive(token_with(server, v=claimed), T0)
+    assert isinstance(refused, Refused) and refused.code == "version"
+
+
+def test_a_huge_version_claim_gives_a_short_refusal_the_client_can_read() -> None:
+    server = server_end()
+    refused = server.receive(token_with(server, v="9" * 2000), T0)  # repr: over MAX_REASON
+    assert isinstance(refused, Refused) and refused.code == "version" and len(refused.reason) < 200
+    assert isinstance(proto.parse_server(refused.message), proto.Refused)  # within MAX_REASON
+
+
+@pytest.mark.parametrize("nonce", ["short", "é" * 44, "a b" * 10, "x" * 129, 12345678901234567890],
+                         ids=["short", "non-ascii", "spaces", "long", "number"])
+@pytest.mark.parametrize("encryption", [False, True], ids=["clear", "encrypted"])
+def test_a_bad_client_nonce_is_refused_before_the_welcome(nonce: Any, encryption: bool) -> None:
+    server = server_end(encryption=encryption)
+    refused = server.receive(token_with(server, cn=nonce, enc=encryption), T0)
+    assert isinstance(refused, Refused) and refused.code in ("protocol", "auth")
+    with pytest.raises(RuntimeError):
+        server.welcome([])  # never welcomed
+
+
+def test_the_client_refuses_a_hello_whose_nonce_cannot_salt_the_keys() -> None:
+    client = ClientHandshake(Secret(SECRET), "DEFAULT", True)
+    with pytest.raises(ProtocolError, match="nonce"):
+        client.receive(proto.encode("hello", v=1, nonce="é" * 44, enc=True))
+
+
 def test_a_token_for_the_server_role_is_refused() -> None:
     server = server_end()
     assert server.receive(token_with(server, role="server"), T0) == Refused("auth", "authentication failed")

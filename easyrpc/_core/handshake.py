@@ -41,8 +41,17 @@ from .frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
 __all__ = [
     "Credentials", "ClientState", "ServerState", "ClientHandshake", "ServerHandshake",
-    "SendAuth", "Opened", "Refused", "Pong", "Authenticated", "TimedOut", "Failed", "PeerClosed",
+    "SendAuth", "Opened", "Refused", "Pong", "Authenticated", "TimedOut", "Failed", "PeerClosed", "valid_nonce",
 ]
+
+_MAX_CLAIM_TEXT = 40  # of a claim quoted in a refusal: the reason stays far below MAX_REASON
+_NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+
+
+def valid_nonce(nonce: object) -> bool:
+    """A nonce either end may send: 16 to 128 URL-safe base64 characters (``new_nonce``
+    makes 44)."""
+    return isinstance(nonce, str) and 16 <= len(nonce) <= 128 and _NONCE_CHARS.issuperset(nonce)
 
 
 class Credentials(Protocol):
@@ -194,6 +203,8 @@ class ClientHandshake:
             theirs = "enabled" if hello.encryption else "disabled"
             ours = "enabled" if self._encryption else "disabled"
             raise AuthenticationError(f"encryption mismatch: the server has encryption {theirs}, this proxy {ours}")
+        if not valid_nonce(hello.nonce):  # it salts the frame keys
+            raise ProtocolError("the server's nonce is not 16 to 128 URL-safe characters")
         self._server_nonce, self._client_nonce = hello.nonce, new_nonce()
         token = self._credentials.client_token(self._server_nonce, self._client_nonce, self._namespace, self._encryption)
         self.state = ClientState.AWAIT_WELCOME
@@ -275,9 +286,15 @@ class ServerHandshake:
             claims = self._credentials.check_client_token(msg.token, self._nonce)
         except AuthenticationError as exc:
             return self._refuse("auth", str(exc))
-        if claims.get("v") != proto.PROTOCOL_VERSION:
+        version = claims.get("v")
+        if type(version) is not int or version != proto.PROTOCOL_VERSION:  # not True, not 1.0
+            claimed = repr(version)
+            if len(claimed) > _MAX_CLAIM_TEXT:
+                claimed = claimed[:_MAX_CLAIM_TEXT] + "..."
             return self._refuse(
-                "version", f"protocol version {claims.get('v')!r} is not supported; server speaks {proto.PROTOCOL_VERSION}")
+                "version", f"protocol version {claimed} is not supported; server speaks {proto.PROTOCOL_VERSION}")
+        if not valid_nonce(claims["cn"]):  # it salts the frame keys: ASCII, as the server's
+            return self._refuse("protocol", "handshake failed: the client nonce must be 16 to 128 URL-safe characters")
         if claims["enc"] != self._encryption:
             state = "enabled" if self._encryption else "disabled"
             return self._refuse("encryption", f"encryption mismatch: the server has encryption {state}")
@@ -301,8 +318,7 @@ class ServerHandshake:
         return proto.encode("welcome", cid=self.cid, proof=proof, fs=functions)
 
     def cipher(self) -> FrameCipher | None:
-        """The server's frame cipher once open (None without encryption). Made after the
-        welcome is out: a client nonce that is not ASCII fails here (protocol.md §13.5)."""
+        """The server's frame cipher once open (None without encryption)."""
         if self.state is not ServerState.OPEN:
             raise RuntimeError(f"no cipher in state {self.state.value}")
         if not self._encryption:
