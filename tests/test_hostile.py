@@ -600,6 +600,22 @@ def test_get_registered_functions_lists_only_own_namespace(server: Served, raw_s
     assert not names_in(json.dumps(listed), OTHER_NAMESPACE_NAMES)
 
 
+def test_get_registered_functions_with_arguments_is_a_type_error(server: Served, raw_sockets: list[Any]) -> None:
+    """A hand-built call of the builtin with arguments gets TypeError (it takes none, as its
+    description says); the connection carries on."""
+    ws = open_raw(server)
+    raw_sockets.append(ws)
+    handshake(ws)
+    ws.send(call_frame(4, "get_registered_functions", ["DEFAULT"], {}))
+    ws.send(call_frame(5, "get_registered_functions", [], {"namespace": "admin"}))
+    for call_id in (4, 5):
+        msg = recv_msg(ws)
+        assert msg["k"] == "err" and msg["i"] == call_id and msg["e"]["type"] == "TypeError", msg
+        assert "takes no arguments" in msg["e"]["message"]
+    ws.send(call_frame(6, "get_registered_functions", [], {}))
+    assert recv_msg(ws)["k"] == "ok"
+
+
 # --- frames claiming huge lengths --------------------------------------------------------
 _HUGE = 2**62
 

@@ -64,7 +64,11 @@ class Calls:
         conn = self.conn
         server = conn.server
         if reg.kind == "builtin":
-            conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
+            if msg.args or msg.kwargs:  # it takes none, as its description says
+                conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(
+                    "TypeError", f"{msg.fn}() takes no arguments")))
+            else:
+                conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
             if self._may_inline(reg.pace):
