@@ -19,9 +19,10 @@ not in a second pass here; close frames' bodies are checked here (§5.5.1, §7.4
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 from ..exceptions import ProtocolError
@@ -30,7 +31,7 @@ from .close_codes import PROTOCOL_ERROR, TOO_BIG, may_send
 __all__ = [
     "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "BIG_FRAME", "MASK_CHUNK",
     "FrameError", "FrameParser", "MaskKeys", "apply_mask", "mask_chunks", "check_close", "frame_header",
-    "masked_frame_header", "build_frame", "masked_chunks", "close_payload",
+    "masked_frame_header", "build_frame", "masked_chunks", "masked_parts", "close_payload",
 ]
 
 OP_CONT = 0x0
@@ -163,6 +164,29 @@ def masked_chunks(opcode: int, payload: bytes | bytearray | memoryview,
     yield from mask_chunks(key, memoryview(payload))
 
 
+def masked_parts(opcode: int, buffers: Sequence[bytes | bytearray | memoryview],
+                 keys: Callable[[], bytes] | None = None) -> Iterator[bytes]:
+    """One final, masked frame whose payload is *buffers* back to back, as pieces to
+    send in order (the buffers are never joined: a message with binary parts)."""
+    key = (keys or _urandom_key)()
+    yield masked_frame_header(opcode, sum(len(memoryview(b).cast("B")) for b in buffers)) + key
+    full: dict[int, int] = {}  # the key's integer for a full piece, per rotation
+    offset = 0
+    for buf in buffers:
+        data = memoryview(buf).cast("B")
+        for start in range(0, len(data), MASK_CHUNK):
+            piece = data[start:start + MASK_CHUNK]
+            shift = offset % 4
+            rotated = key[shift:] + key[:shift]
+            key_int = None
+            if len(piece) == MASK_CHUNK:
+                key_int = full.get(shift)
+                if key_int is None:
+                    key_int = full[shift] = int.from_bytes(rotated * (MASK_CHUNK // 4), "little")
+            yield apply_mask(rotated, piece, key_int)
+            offset += len(piece)
+
+
 def close_payload(code: int, reason: str) -> bytes:
     """A close frame's body: *code*, then *reason* in UTF-8 (cut to fit a control frame)."""
     return struct.pack("!H", code) + reason.encode("utf-8")[:120]
@@ -193,14 +217,22 @@ class _BigFrame:
         self.b0 = b0
         self.length = length
         self.key = key
-        # grown as data arrives: a frame that only claims to be huge costs only what is sent
-        self.payload = bytearray(min(length, max(_PREALLOC, len(first))))
+        # An anonymous mapping of the whole length: its pages cost memory only once
+        # written, so a frame that only claims to be huge costs only what is sent, and a
+        # real one is never copied as it grows. Where the system refuses the mapping, a
+        # bytearray grown as data arrives.
+        self.payload: bytearray | mmap.mmap
+        try:
+            self.payload = mmap.mmap(-1, length)
+        except (OSError, OverflowError, ValueError):
+            self.payload = bytearray(min(length, max(_PREALLOC, len(first))))
         self.payload[:len(first)] = first
         self.have = len(first)
 
     def room(self) -> memoryview:
         """Where the next bytes go (the buffer doubles, up to the length, when full)."""
         if self.have == len(self.payload):
+            assert isinstance(self.payload, bytearray)
             self.payload.extend(bytes(min(len(self.payload), self.length - self.have)))
         return memoryview(self.payload)[self.have:self.have + min(len(self.payload) - self.have, _ROOM)]
 
