@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import logging
@@ -80,13 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=fmt)
     _connection_options(p_list)
     p_list.add_argument("--json", action="store_true", help="print the descriptions as JSON")
-    p_call = sub.add_parser("call", help="call one function and print its JSON result (dates and times in ISO 8601, "
-                                         "UUIDs and decimals as strings)", epilog=_epilog(), formatter_class=fmt)
+    call_help = ("call one function and print its JSON result (dates and times in ISO 8601, UUIDs and decimals "
+                 "as strings, bytes as {\"$bytes\": BASE64, \"len\": N}: the bytes in standard base64 and their "
+                 "length)")
+    p_call = sub.add_parser("call", help=call_help, description=call_help, epilog=_epilog(), formatter_class=fmt)
     _connection_options(p_call)
     p_call.add_argument("function", help="function name")
-    p_call.add_argument("args", nargs="*", help="positional arguments: JSON where they parse, else strings")
+    p_call.add_argument("args", nargs="*", help="positional arguments: JSON where they parse, else strings; "
+                                                "@PATH passes the bytes of the file PATH (@@TEXT: the string @TEXT)")
     p_call.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE",
-                        help="a keyword argument (VALUE parsed like ARGS); repeatable")
+                        help="a keyword argument (VALUE parsed like ARGS, @PATH included); repeatable")
+    p_call.add_argument("-o", "--output", metavar="FILE",
+                        help="write a bytes result (or a stream's bytes items, one after another) to FILE as "
+                             "they are; other values go to FILE as JSON lines")
     p_serve = sub.add_parser("serve", help="serve a Flask app with gunicorn (threaded workers)", epilog=_epilog(),
                              formatter_class=fmt)
     p_serve.add_argument("target", help="module:attribute, a Flask app, an EasyRpcServer, or module:factory()")
@@ -101,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _value(text: str) -> Any:
+    if text.startswith("@@"):
+        return text[1:]
+    if text.startswith("@"):
+        try:
+            with open(text[1:], "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise CliError(EXIT_USAGE, f"cannot read {text[1:]!r}: {exc.strerror or exc}") from None
     try:
         return json.loads(text)
     except ValueError:
@@ -133,7 +148,10 @@ def _connect(args: argparse.Namespace) -> Any:
 
 
 def _shown(value: Any) -> Any:
-    """JSON output of a value JSON has no type for: dates and times in ISO form, others as str()."""
+    """JSON output of a value JSON has no type for: dates and times in ISO form, bytes as
+    ``{"$bytes": BASE64, "len": N}``, others as str()."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(value).decode("ascii"), "len": len(bytes(value))}
     iso = getattr(value, "isoformat", None)
     return iso() if callable(iso) else str(value)
 
@@ -179,12 +197,24 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise
         except TypeError as exc:  # the arguments do not bind: nothing was sent
             raise CliError(EXIT_USAGE, f"{args.function}: {exc}") from None
-        if hasattr(result, "__next__"):
+        if args.output is not None:
+            _write(args.output, _iterate(result) if hasattr(result, "__next__") else iter((result,)))
+        elif hasattr(result, "__next__"):
             for item in _iterate(result):
                 print(_json(item), flush=True)
         else:
             print(_json(result))
     return EXIT_OK
+
+
+def _write(path: str, values: Iterator[Any]) -> None:
+    """Bytes to *path* as they are, other values as JSON lines."""
+    try:
+        with open(path, "wb") as f:
+            for value in values:
+                f.write(value if isinstance(value, bytes) else (_json(value) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise CliError(EXIT_OTHER, f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
 def _iterate(it: Iterator[Any]) -> Iterator[Any]:

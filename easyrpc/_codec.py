@@ -33,10 +33,11 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from . import _values
+from ._parts import PARTS, Packed
 from ._values import key_text as _key_text
 from .exceptions import SerializationError
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "dumps_parts", "loads"]
 
 def _no_default(obj: Any) -> Any:
     raise _values.Extended(f"Object of type {type(obj).__name__} is not JSON serializable")
@@ -68,21 +69,38 @@ def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False) -> bytes:
     With *typed*, *obj* is an envelope (a dict): values with a wire form of their own
     (``datetime``, ``UUID``, a dataclass...) are sent as such and marked in it
     (:mod:`easyrpc._values`); without, they are refused like any value JSON can't carry.
+    Binary values are refused: see :func:`dumps_parts`.
     """
+    data = _dumps(obj, keys_in, typed, None)
+    assert isinstance(data, bytes)
+    return data
+
+
+def dumps_parts(obj: Any, *, keys_in: Any = _WHOLE) -> bytes | Packed:
+    """Encode the envelope *obj* like ``dumps(obj, typed=True)``; if it holds binary
+    values (``bytes``, ``bytearray``, ``memoryview``), as a :class:`~easyrpc._parts.Packed`
+    message whose parts are views of them, not copies (:mod:`easyrpc._parts`)."""
+    return _dumps(obj, keys_in, True, [])
+
+
+def _dumps(obj: Any, keys_in: Any, typed: bool, parts: list[memoryview] | None) -> bytes | Packed:
     try:
         text = _text(obj)
     except _values.Extended as exc:
         if not typed:
             raise SerializationError(f"cannot encode as JSON: {exc}") from None
-        obj, marks = _values.lower(obj)
+        obj, marks = _values.lower(obj, parts)
         if marks:
             obj[_values.MARKS] = marks
+        if parts:
+            obj[PARTS] = [p.nbytes for p in parts]
         text, keys_in = _text(obj), _WHOLE
     _check_keys(obj if keys_in is _WHOLE else keys_in)
     try:
-        return text.encode("utf-8")
+        data = text.encode("utf-8")
     except UnicodeEncodeError:
-        return _escape_surrogates(text)
+        data = _escape_surrogates(text)
+    return Packed(data, parts) if parts else data
 
 
 def _text(obj: Any) -> str:

@@ -12,20 +12,22 @@ websocket or asyncio code.
 
 from __future__ import annotations
 
-import os
-import traceback
 from dataclasses import dataclass
 from typing import Any, Union
 
-from . import _codec, _values
-from .exceptions import ProtocolError, RemoteError, make_remote_error, os_error_details
+from . import _codec, _parts, _values
+from ._error_wire import error_from_wire, error_passthrough, error_to_wire, error_wire
+from ._parts import Packed
+from .exceptions import ProtocolError, RemoteError
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_ID", "encode", "parse_client", "parse_server",
-    "error_to_wire", "error_from_wire", "InvalidText",
+    "error_to_wire", "error_from_wire", "error_wire", "error_passthrough", "InvalidText", "Encoded",
 ]
 
-PROTOCOL_VERSION = 1
+Encoded = Union[bytes, Packed]  # an encoded message: JSON text, or one with binary parts
+
+PROTOCOL_VERSION = 2  # 2: messages with binary parts (a version-1 peer would not answer them)
 MAX_ID = 2**53  # ids stay exact in any JSON implementation
 MAX_FN_NAME = 200
 MAX_REASON = 1000
@@ -148,99 +150,29 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 def encode_call(
     call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None
-) -> bytes:
+) -> Encoded:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
         msg["w"] = window
     if timeout is not None:
         msg["t"] = timeout
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
-    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args, typed=True)
+    return _codec.dumps_parts(msg, keys_in=(args, kwargs) if kwargs else args)
 
 
-def encode_result(call_id: int, value: Any) -> bytes:
-    return _codec.dumps({"k": "ok", "i": call_id, "v": value}, keys_in=value, typed=True)
+def encode_result(call_id: int, value: Any) -> Encoded:
+    return _codec.dumps_parts({"k": "ok", "i": call_id, "v": value}, keys_in=value)
 
 
-def encode_item(call_id: int, value: Any, window: int | None = None) -> bytes:
+def encode_item(call_id: int, value: Any, window: int | None = None) -> Encoded:
     msg: dict[str, Any] = {"k": "item", "i": call_id, "v": value}
     if window is not None:
         msg["w"] = window
-    return _codec.dumps(msg, keys_in=value, typed=True)
+    return _codec.dumps_parts(msg, keys_in=value)
 
 
 def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
     return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None, typed=True)
-
-
-# --- errors ------------------------------------------------------------------------------
-def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
-    """Describe an exception raised by a served function (a forwarded one passes through).
-
-    An ``OSError`` also carries its ``errno``, ``strerror`` and file names under ``os``.
-    """
-    passed = error_passthrough(exc)
-    if passed is not None:
-        return passed
-    cls = type(exc)
-    if cls.__module__ == "builtins" or cls.__module__.startswith("easyrpc"):
-        name = cls.__qualname__  # builtins and easyrpc's own errors go by their bare names
-    else:
-        name = f"{cls.__module__}.{cls.__qualname__}"
-    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__)) if include_traceback else ""
-    try:
-        message = str(exc)
-    except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the error
-        message = f"<str() failed: {type(str_exc).__name__}>"
-    return _with_os_details({"type": name, "message": message, "traceback": tb}, exc)
-
-
-def _with_os_details(wire: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-    details = os_error_details(exc)
-    if details:
-        for key in ("filename", "filename2"):  # any object: keep what JSON carries as itself
-            value = details.get(key)
-            if isinstance(value, (bytes, bytearray)):
-                details[key] = os.fsdecode(bytes(value))
-            elif value is not None and type(value) not in (str, int):
-                details[key] = str(value)
-        if type(details.get("errno")) is not int:
-            details.pop("errno", None)
-        if not isinstance(details.get("strerror"), str):
-            details.pop("strerror", None)
-        wire["os"] = details
-    return wire
-
-
-def error_wire(remote_type: str, message: str) -> dict[str, str]:
-    """An error raised by easyrpc itself on the server (no traceback)."""
-    return {"type": remote_type, "message": message, "traceback": ""}
-
-
-def error_passthrough(exc: BaseException) -> dict[str, Any] | None:
-    """The description of an error that came from another server (forwarded calls)."""
-    if isinstance(exc, RemoteError):
-        return _with_os_details(
-            {"type": exc.remote_type, "message": exc.remote_message, "traceback": exc.remote_traceback}, exc)
-    return None
-
-
-def error_from_wire(obj: Any) -> RemoteError:
-    """Build the :class:`RemoteError` a peer described; malformed descriptions are a ProtocolError."""
-    if not isinstance(obj, dict):
-        raise ProtocolError("error description must be an object")
-    rtype, message, tb = obj.get("type"), obj.get("message", ""), obj.get("traceback", "")
-    if not isinstance(rtype, str) or not isinstance(message, str) or not isinstance(tb, str):
-        raise ProtocolError("error description has wrong field types")
-    details = obj.get("os")
-    if details is not None and not (
-        isinstance(details, dict)
-        and type(details.get("errno", 0)) in (int, type(None))
-        and isinstance(details.get("strerror", ""), str)
-        and all(type(details.get(k, "")) in (str, int) for k in ("filename", "filename2"))
-    ):
-        raise ProtocolError("error description has a malformed 'os' field")
-    return make_remote_error(rtype[:MAX_FN_NAME], message, tb, details)
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -248,7 +180,16 @@ class InvalidText(ProtocolError):
     """A message that is not UTF-8: in a text frame, the WebSocket close code 1007."""
 
 
-def load(data: bytes | str) -> dict[str, Any]:
+_PARTS_KEY: Any = object()  # where load keeps a message's binary parts (no JSON key is one)
+
+
+def load(data: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    """The envelope of one message: JSON text, or one with binary parts (:mod:`easyrpc._parts`),
+    whose parts :func:`_typed` puts in place."""
+    packed = None
+    if _parts.is_packed(data):
+        packed = data
+        data, start = _parts.split(data)  # type: ignore[arg-type]
     try:
         obj = _codec.loads(data)  # decodes the bytes: the one UTF-8 check a text frame gets
     except UnicodeDecodeError as exc:
@@ -257,6 +198,9 @@ def load(data: bytes | str) -> dict[str, Any]:
         raise ProtocolError(f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
+    if packed is not None:  # checked with the marks (the message's id is known by then)
+        obj[_PARTS_KEY] = (packed, start)
+        obj.setdefault(_MARKS, {})  # parts with no place are refused there
     return obj
 
 
@@ -296,12 +240,17 @@ _FUNCTIONS_PAYLOAD = frozenset(("fs",))
 
 
 def _typed(obj: dict[str, Any], payload: frozenset[str]) -> None:
-    """Give the values marked in the envelope their types back (:mod:`easyrpc._values`).
+    """Give the values marked in the envelope their types back (:mod:`easyrpc._values`),
+    and the binary parts their places.
 
     Called only for a message that has marks (``"x" in obj``: the one look a message
     without typed values pays).
     """
-    _values.raise_marked(obj, obj[_values.MARKS], payload)
+    packed = obj.pop(_PARTS_KEY, None)
+    parts = None
+    if packed is not None:
+        parts = _parts.take(packed[0], packed[1], obj.get(_parts.PARTS))
+    _values.raise_marked(obj, obj[_values.MARKS], payload, parts)
 
 
 def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:

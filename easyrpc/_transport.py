@@ -50,13 +50,14 @@ from ._core.frames import (
     apply_mask,
     masked_chunks,
     masked_frame_header,
+    masked_parts,
 )
 from ._core.frames import (
     OP_CONT as OP_CONT,  # re-exported: tests and peers build continuation frames
 )
 from ._spin import BusyPoll
 
-__all__ = ["FrameReader", "FrameError", "frame_bytes", "write_frame",
+__all__ = ["FrameReader", "FrameError", "frame_bytes", "write_frame", "write_frame_parts",
            "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 # One recv's size. Python allocates the whole size for every recv and then shrinks the
@@ -83,6 +84,21 @@ def write_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
         return
     for piece in masked_chunks(opcode, payload, _keys.next):
         sock.sendall(piece)
+
+
+def write_frame_parts(sock: socket.socket, opcode: int, buffers: list[bytes | memoryview]) -> None:
+    """Write one final, masked client frame whose payload is *buffers* back to back,
+    masked piece by piece (never joined; small pieces are written together)."""
+    batch: list[bytes] = []
+    size = 0
+    for piece in masked_parts(opcode, buffers, _keys.next):
+        batch.append(piece)
+        size += len(piece)
+        if size >= MASK_CHUNK:
+            sock.sendall(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        sock.sendall(b"".join(batch))
 
 
 class FrameReader:

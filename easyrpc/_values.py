@@ -25,11 +25,14 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ._parts import as_part
 from .exceptions import ProtocolError, SerializationError
 
-__all__ = ["MARKS", "lower", "raise_marked", "Extended"]
+__all__ = ["MARKS", "BYTES", "lower", "raise_marked", "Extended"]
 
 MARKS = "x"  # the envelope key of the marks
+BYTES = "bytes"  # the tag of binary values: each travels as its part's index (:mod:`easyrpc._parts`)
+_BINARY = (bytes, bytearray, memoryview)
 
 
 class Extended(Exception):
@@ -128,9 +131,11 @@ def key_text(key: Any) -> str:
     raise SerializationError(f"cannot encode as JSON: keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
-def lower(obj: Any) -> tuple[Any, dict[str, list[list[Any]]]]:
+def lower(obj: Any, parts: list[memoryview] | None = None) -> tuple[Any, dict[str, list[list[Any]]]]:
     """A JSON-only copy of *obj* and the marks of the typed values in it.
 
+    Binary values (``bytes``, ``bytearray``, ``memoryview``) are appended to *parts*
+    (views, not copies) and replaced by their index; without *parts* they are refused.
     Iterative (any depth). Raises :class:`SerializationError` for a value that has no
     wire form or a circular reference.
     """
@@ -147,6 +152,13 @@ def lower(obj: Any) -> tuple[Any, dict[str, list[list[Any]]]]:
             while True:  # a record gives way to its data, a typed value to its wire form
                 t = type(value)
                 if t in _JSON or isinstance(value, (dict, list, tuple, str, int, float)):
+                    break
+                if isinstance(value, _BINARY):
+                    if parts is None:
+                        raise SerializationError(f"cannot encode as JSON: {t.__name__} cannot travel here")
+                    parts.append(as_part(value))
+                    value = len(parts) - 1
+                    marks.setdefault(BYTES, []).append(path + [step] if step is not None else list(path))
                     break
                 tagged = _tagged(value)
                 if tagged is not None:
@@ -186,16 +198,24 @@ def lower(obj: Any) -> tuple[Any, dict[str, list[list[Any]]]]:
     return holder[0], marks
 
 
-def raise_marked(obj: dict[str, Any], marks: Any, roots: frozenset[str]) -> None:
+def raise_marked(obj: dict[str, Any], marks: Any, roots: frozenset[str],
+                 parts: list[bytes] | None = None) -> None:
     """Turn the marked places of a decoded envelope into their typed values, in place.
 
     Each path must start at one of *roots* (the message's payload fields) and lead to a
-    value of its tag's JSON type; anything else is a :class:`ProtocolError`.
+    value of its tag's JSON type; a ``bytes`` mark, to the index of one of *parts* (the
+    message's binary parts, each used exactly once), which arrives as ``bytes``.
+    Anything else is a :class:`ProtocolError`.
     """
     if not isinstance(marks, dict):
         raise ProtocolError(f"field {MARKS!r} must be an object")
+    used: set[int] = set()
     for tag, paths in marks.items():
-        decoder = _FROM_WIRE.get(tag)
+        decoder: tuple[type, Callable[[Any], Any]] | None
+        if tag == BYTES:
+            decoder = (int, _part_builder(parts or [], used))
+        else:
+            decoder = _FROM_WIRE.get(tag)
         if decoder is None:
             raise ProtocolError(f"unknown value type {str(tag)[:50]!r} in field {MARKS!r}")
         json_type, build = decoder
@@ -215,6 +235,19 @@ def raise_marked(obj: dict[str, Any], marks: Any, roots: frozenset[str]) -> None
                 parent[last] = build(value)
             except (ValueError, TypeError, OverflowError) as exc:
                 raise ProtocolError(f"malformed {tag} value: {str(exc)[:100]}") from None
+    if parts and len(used) != len(parts):
+        raise ProtocolError(f"{len(parts) - len(used)} of the message's {len(parts)} binary parts have no place")
+
+
+def _part_builder(parts: list[bytes], used: set[int]) -> Callable[[int], bytes]:
+    def build(index: int) -> bytes:
+        if not 0 <= index < len(parts):
+            raise ValueError(f"part {index} does not exist (the message has {len(parts)})")
+        if index in used:
+            raise ValueError(f"part {index} has two places")
+        used.add(index)
+        return parts[index]
+    return build
 
 
 def _step(parent: Any, step: Any) -> tuple[Any, Any, Any]:

@@ -52,6 +52,7 @@ import pytest
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+PROTOCOL_VERSION = 2  # docs/protocol.md §9
 
 
 def mask_bytes(data: bytes, mask: bytes, offset: int = 0) -> bytes:
@@ -103,7 +104,8 @@ def auth_message(hello: dict[str, Any], secret: str, namespace: str = "DEFAULT")
     key = hmac.new(secret.encode(), b"easyrpc/v1/auth", hashlib.sha256).digest()
     now = int(time.time())
     nonce = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    claims = {"v": 1, "sn": hello["nonce"], "cn": nonce, "ns": namespace, "enc": False, "iat": now, "exp": now + 30}
+    claims = {"v": PROTOCOL_VERSION, "sn": hello["nonce"], "cn": nonce, "ns": namespace, "enc": False,
+              "iat": now, "exp": now + 30}
     return json.dumps({"k": "auth", "token": jwt.encode(claims, key, algorithm="HS256")})
 
 

@@ -147,3 +147,48 @@ def test_serve_runs_an_app_under_gunicorn_with_several_workers() -> None:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
     assert "gthread" in out or "Booting worker" in out
+
+
+# --- bytes (issue #21) -------------------------------------------------------------------------
+@pytest.fixture
+def binary_url(serve: Any) -> str:
+    from .test_binary import build_binary_app
+
+    served = serve(*build_binary_app())
+    return f"ws://127.0.0.1:{served.port}/ws/test"
+
+
+def test_call_passes_a_files_bytes_with_at_path(binary_url: str, tmp_path: Any) -> None:
+    data = bytes(range(256)) * 1000
+    (tmp_path / "blob.bin").write_bytes(data)
+    done = easyrpc("call", binary_url, "length", f"@{tmp_path / 'blob.bin'}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == len(data)
+    done = easyrpc("call", binary_url, "types_of", "@@literal", "--kw", f"k=@{tmp_path / 'blob.bin'}")
+    assert json.loads(done.stdout) == [["str"], {"k": "bytes"}]
+    missing = easyrpc("call", binary_url, "length", f"@{tmp_path / 'nope.bin'}")
+    assert missing.returncode == EXIT_USAGE and "cannot read" in missing.stderr
+
+
+def test_call_prints_bytes_as_base64_with_their_length(binary_url: str) -> None:
+    import base64
+
+    done = easyrpc("call", binary_url, "make", "2", "3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"$bytes": base64.b64encode(b"\x00" * 3).decode(), "len": 3},
+                                       {"$bytes": base64.b64encode(b"\x01" * 3).decode(), "len": 3}]
+    help_text = easyrpc("call", "--help").stdout
+    assert "$bytes" in help_text and "@PATH" in help_text and "--output" in help_text
+
+
+def test_call_writes_a_bytes_result_or_stream_to_a_file_with_o(binary_url: str, tmp_path: Any) -> None:
+    data = os.urandom(3 << 20)
+    (tmp_path / "in.bin").write_bytes(data)
+    done = easyrpc("call", binary_url, "echo", f"@{tmp_path / 'in.bin'}", "-o", str(tmp_path / "out.bin"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and (tmp_path / "out.bin").read_bytes() == data
+    done = easyrpc("call", binary_url, "chunks", "3", "4", "--output", str(tmp_path / "stream.bin"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "stream.bin").read_bytes() == b"\x00" * 4 + b"\x01" * 4 + b"\x02" * 4
+    done = easyrpc("call", binary_url, "echo", '{"a": 1}', "-o", str(tmp_path / "json.txt"))
+    assert (tmp_path / "json.txt").read_text() == '{"a": 1}\n'

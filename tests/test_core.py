@@ -29,9 +29,9 @@ from easyrpc.exceptions import (
     make_remote_error,
 )
 
-CORE = ["_protocol.py", "_codec.py", "_values.py", "_convert.py", "_signature.py", "_handshake.py", "exceptions.py",
+CORE = ["_protocol.py", "_codec.py", "_values.py", "_parts.py", "_convert.py", "_signature.py", "_handshake.py", "exceptions.py",
         "_core/cipher.py", "_core/close_codes.py", "_core/credit.py", "_core/frames.py", "_core/handshake.py",
-        "_core/keepalive.py", "_core/requests.py", "_core/session.py"]
+        "_core/keepalive.py", "_core/requests.py", "_core/session.py", "_error_wire.py", "_core/masking.py"]
 FORBIDDEN = {"socket", "threading", "asyncio", "flask", "flask_sock", "simple_websocket", "websocket", "selectors", "ssl"}
 
 
@@ -428,11 +428,11 @@ def test_tokens_bind_to_the_nonce_and_the_secret() -> None:
     with pytest.raises(AuthenticationError):
         Secret("other").check_client_token(token, nonce)
     key = hmac.new(b"abcd1234", b"easyrpc/v1/auth", hashlib.sha256).digest()  # as docs/protocol.md derives it
-    expired = jwt.encode({"v": 1, "sn": nonce, "cn": cn, "ns": "D", "enc": False,
+    expired = jwt.encode({"v": proto.PROTOCOL_VERSION, "sn": nonce, "cn": cn, "ns": "D", "enc": False,
                           "iat": int(time.time()) - 100, "exp": int(time.time()) - 60}, key, algorithm="HS256")
     with pytest.raises(AuthenticationError):
         s.check_client_token(expired, nonce)
-    unsigned = jwt.encode({"v": 1, "sn": nonce}, None, algorithm="none")
+    unsigned = jwt.encode({"v": proto.PROTOCOL_VERSION, "sn": nonce}, None, algorithm="none")
     with pytest.raises(AuthenticationError):
         s.check_client_token(unsigned, nonce)
 

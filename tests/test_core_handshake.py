@@ -65,8 +65,8 @@ def auth_for(server: ServerHandshake, secret: str = SECRET, namespace: str = "DE
 def token_with(server: ServerHandshake, secret: str = SECRET, **claims: Any) -> bytes:
     """An auth message carrying a token signed with *secret*'s key, with *claims* changed."""
     now = int(time.time())
-    body = {"v": 1, "sn": json.loads(server.hello)["nonce"], "cn": new_nonce(), "ns": "DEFAULT", "enc": False,
-            "iat": now, "exp": now + 30, **claims}
+    body = {"v": proto.PROTOCOL_VERSION, "sn": json.loads(server.hello)["nonce"], "cn": new_nonce(), "ns": "DEFAULT",
+            "enc": False, "iat": now, "exp": now + 30, **claims}
     key = hmac.new(secret.encode(), b"easyrpc/v1/auth", hashlib.sha256).digest()
     return proto.encode("auth", token=jwt.encode(body, key, algorithm="HS256"))
 
@@ -160,7 +160,7 @@ def test_a_garbled_or_forged_token_is_refused_with_code_auth(garble: str) -> Non
     elif garble == "not-a-jwt":
         token = "hello"
     elif garble == "alg-none":
-        token = jwt.encode(json.loads(token_with(server).decode()) | {"v": 1}, None, algorithm="none")
+        token = jwt.encode(json.loads(token_with(server).decode()) | {"v": proto.PROTOCOL_VERSION}, None, algorithm="none")
     if garble == "expired":
         auth = token_with(server, iat=int(time.time()) - 100, exp=int(time.time()) - 60)
     else:
@@ -205,14 +205,16 @@ def test_an_encryption_mismatch_in_the_token_is_refused_with_code_encryption(ser
     assert refused == Refused("encryption", f"encryption mismatch: the server has encryption {state}")
 
 
-def test_another_protocol_version_in_the_token_is_refused_with_code_version() -> None:
+@pytest.mark.parametrize("version", [1, 3])
+def test_another_protocol_version_in_the_token_is_refused_with_code_version(version: int) -> None:
+    """A peer from before binary parts (version 1), or a newer one, gets a clear refusal."""
     server = server_end()
-    refused = server.receive(token_with(server, v=2), T0)
-    assert refused == Refused("version", "protocol version 2 is not supported; server speaks 1")
+    refused = server.receive(token_with(server, v=version), T0)
+    assert refused == Refused("version", f"protocol version {version} is not supported; server speaks 2")
 
 
-@pytest.mark.parametrize("claimed", [True, 1.0, "1", [1]], ids=["true", "float", "str", "list"])
-def test_a_version_claim_that_is_not_the_integer_1_is_refused(claimed: Any) -> None:
+@pytest.mark.parametrize("claimed", [2.0, "2", [2], True], ids=["float", "str", "list", "true"])
+def test_a_version_claim_that_is_not_the_integer_version_is_refused(claimed: Any) -> None:
     server = server_end()
     refused = server.receive(token_with(server, v=claimed), T0)
     assert isinstance(refused, Refused) and refused.code == "version"
@@ -239,7 +241,7 @@ def test_a_bad_client_nonce_is_refused_before_the_welcome(nonce: Any, encryption
 def test_the_client_refuses_a_hello_whose_nonce_cannot_salt_the_keys() -> None:
     client = ClientHandshake(Secret(SECRET), "DEFAULT", True)
     with pytest.raises(ProtocolError, match="nonce"):
-        client.receive(proto.encode("hello", v=1, nonce="é" * 44, enc=True))
+        client.receive(_hello(nonce="é" * 44, enc=True))
 
 
 def test_a_token_for_the_server_role_is_refused() -> None:
@@ -318,13 +320,13 @@ def test_the_server_machine_refuses_to_be_driven_out_of_order() -> None:
 
 # --- the client against a misbehaving server ---------------------------------------------
 def _hello(**fields: Any) -> bytes:
-    return proto.encode("hello", **({"v": 1, "nonce": new_nonce(), "enc": False} | fields))
+    return proto.encode("hello", **({"v": proto.PROTOCOL_VERSION, "nonce": new_nonce(), "enc": False} | fields))
 
 
 def test_the_client_refuses_a_hello_of_another_version_before_sending_anything() -> None:
     client = ClientHandshake(Secret(SECRET), "DEFAULT", False)
-    with pytest.raises(AuthenticationError, match="protocol version mismatch: server speaks 2"):
-        client.receive(_hello(v=2))
+    with pytest.raises(AuthenticationError, match="protocol version mismatch: server speaks 1, this proxy 2"):
+        client.receive(_hello(v=1))
     assert client.state is ClientState.FAILED
 
 

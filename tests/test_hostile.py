@@ -28,6 +28,7 @@ import pytest
 import websocket
 
 from easyrpc import AuthenticationError
+from easyrpc import _protocol as proto
 from easyrpc._handshake import Secret, new_nonce
 from easyrpc.proxy import EasyRpcProxy
 
@@ -123,7 +124,7 @@ def all_function_names(rpc: Any) -> set[str]:
 def craft_token(hello: dict[str, Any], key: bytes = AUTH_KEY, algorithm: str = "HS256", **claims: Any) -> str:
     """A client token built by hand with the documented key derivation; overrides in *claims*."""
     now = int(time.time())
-    body: dict[str, Any] = {"v": 1, "sn": hello["nonce"], "cn": new_nonce(), "ns": "DEFAULT", "enc": False,
+    body: dict[str, Any] = {"v": proto.PROTOCOL_VERSION, "sn": hello["nonce"], "cn": new_nonce(), "ns": "DEFAULT", "enc": False,
                             "iat": now, "exp": now + 30}
     body.update(claims)
     return jwt.encode(body, key, algorithm=algorithm)
@@ -136,7 +137,8 @@ def unsigned_token(hello: dict[str, Any]) -> str:
     def b64(obj: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    claims = {"v": 1, "sn": hello["nonce"], "cn": new_nonce(), "ns": "DEFAULT", "enc": False, "iat": now, "exp": now + 30}
+    claims = {"v": proto.PROTOCOL_VERSION, "sn": hello["nonce"], "cn": new_nonce(), "ns": "DEFAULT", "enc": False,
+              "iat": now, "exp": now + 30}
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
@@ -419,10 +421,11 @@ def test_forged_tokens_are_refused(server: Served, raw_sockets: list[Any], make_
 
 
 def test_wrong_protocol_version_is_refused_with_code_version(server: Served, raw_sockets: list[Any]) -> None:
-    """A correctly signed token claiming protocol version 2 is refused with code "version"."""
+    """A correctly signed token claiming protocol version 1 (a peer from before binary
+    parts) is refused with code "version"."""
     ws = open_raw(server)
     raw_sockets.append(ws)
-    _, _, reply = handshake(ws, lambda h: craft_token(h, v=2))
+    _, _, reply = handshake(ws, lambda h: craft_token(h, v=1))
     assert reply["k"] == "refused" and reply["code"] == "version", reply
     frames, _ = read_until_closed(ws, within=1.0)
     assert frames == []

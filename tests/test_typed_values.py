@@ -159,7 +159,8 @@ def test_records_are_sent_as_the_data_they_hold() -> None:
 
 
 @pytest.mark.parametrize("marks, reason", [
-    ({"bytes": [["v"]]}, "unknown value type"),
+    ({"set": [["v"]]}, "unknown value type"),
+    ({"bytes": [["v", 1]]}, "part 5 does not exist"),
     ({"date": [["k"]]}, "payload"),
     ({"date": [["i"]]}, "payload"),
     ({"date": [[]]}, "payload"),

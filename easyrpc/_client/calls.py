@@ -39,7 +39,7 @@ class _Request:
     def _init_request(self, engine: Engine, *, leads: bool = False) -> None:
         self.engine = engine
         self.id = 0
-        self.payload = b""
+        self.payload: proto.Encoded = b""
         self.sent = False
         self.deadline: float | None = None
         self.no_limit = False

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from .. import _protocol as proto
 from .._core.close_codes import NORMAL
 from .._core.frames import close_payload
 from .._handshake import Secret
@@ -153,7 +154,7 @@ class Engine:
         self.calls.flush_unsent()
 
     # --- sending -----------------------------------------------------------------------
-    def send(self, *payloads: bytes) -> None:
+    def send(self, *payloads: proto.Encoded) -> None:
         """Send messages in order (the writer joins small ones into one write; the hub
         never waits, others wait while a big frame is written or too much is queued).
         ConnectionLost if not connected or the write failed."""

@@ -19,18 +19,18 @@ not in a second pass here; close frames' bodies are checked here (§5.5.1, §7.4
 
 from __future__ import annotations
 
-import os
+import mmap
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
 
 from ..exceptions import ProtocolError
 from .close_codes import PROTOCOL_ERROR, TOO_BIG, may_send
+from .masking import MASK_CHUNK, MaskKeys, apply_mask, mask_chunks, urandom_key
 
 __all__ = [
     "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "BIG_FRAME", "MASK_CHUNK",
     "FrameError", "FrameParser", "MaskKeys", "apply_mask", "mask_chunks", "check_close", "frame_header",
-    "masked_frame_header", "build_frame", "masked_chunks", "close_payload",
+    "masked_frame_header", "build_frame", "masked_chunks", "masked_parts", "close_payload",
 ]
 
 OP_CONT = 0x0
@@ -40,7 +40,6 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-MASK_CHUNK = 1 << 18  # the masking piece of a big frame (a multiple of 4: the key stays aligned)
 BIG_FRAME = 1 << 20  # payloads at least this big are gathered in a buffer of their own
 _PREALLOC = 1 << 24  # a big payload's buffer starts at most this big, then doubles
 _ROOM = 1 << 24  # the most room offered for one receive into a big payload
@@ -56,57 +55,6 @@ class FrameError(ProtocolError):
     def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
-
-
-# --- masking -----------------------------------------------------------------------------
-def apply_mask(key: bytes | bytearray, data: bytes | bytearray | memoryview, key_int: int | None = None) -> bytes:
-    """XOR *data* with the repeated 4-byte *key* (through big integers: C speed without
-    numpy); masking and unmasking are the same. *key_int* is the key's integer for this
-    length, if already built."""
-    n = len(data)
-    if n == 0:
-        return b""
-    if key_int is None:
-        key_int = int.from_bytes((key * ((n + 3) // 4))[:n], "little")
-    return (int.from_bytes(data, "little") ^ key_int).to_bytes(n, "little")
-
-
-def mask_chunks(key: bytes | bytearray, data: memoryview) -> Iterator[bytes]:
-    """*data* masked, in ``MASK_CHUNK`` pieces; the key's integer is built once for all
-    the full pieces."""
-    full = int.from_bytes(key * (MASK_CHUNK // 4), "little")
-    for start in range(0, len(data), MASK_CHUNK):
-        piece = data[start:start + MASK_CHUNK]
-        yield apply_mask(key, piece, full if len(piece) == MASK_CHUNK else None)
-
-
-class MaskKeys:
-    """Masking keys from the OS's CSPRNG, fetched 4 KiB at a time.
-
-    A ``getrandom`` call per frame cost as much as sending the frame; RFC 6455 asks for
-    unpredictable keys, not for one system call each. A driver that frames on several
-    threads passes a *lock* (``threading.Lock()``: the core creates none), held while a
-    key is drawn.
-    """
-
-    def __init__(self, lock: AbstractContextManager[object] | None = None) -> None:
-        self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
-        self._pool = b""
-        self._pos = 0
-
-    def next(self) -> bytes:
-        """The next 4-byte key."""
-        with self._lock:
-            if self._pos + 4 > len(self._pool):
-                self._pool = os.urandom(4096)
-                self._pos = 0
-            key = self._pool[self._pos:self._pos + 4]
-            self._pos += 4
-            return key
-
-
-def _urandom_key() -> bytes:
-    return os.urandom(4)
 
 
 # --- building ----------------------------------------------------------------------------
@@ -150,7 +98,7 @@ def build_frame(opcode: int, payload: bytes | bytearray | memoryview, *, mask: b
     header = _any_header(opcode, len(payload), mask, fin)
     if not mask:
         return header + payload
-    key = (keys or _urandom_key)()
+    key = (keys or urandom_key)()
     return header + key + apply_mask(key, payload)
 
 
@@ -158,9 +106,32 @@ def masked_chunks(opcode: int, payload: bytes | bytearray | memoryview,
                   keys: Callable[[], bytes] | None = None) -> Iterator[bytes]:
     """One final, masked frame as pieces to send in order: the header with its key, then
     the payload masked ``MASK_CHUNK`` bytes at a time."""
-    key = (keys or _urandom_key)()
+    key = (keys or urandom_key)()
     yield masked_frame_header(opcode, len(payload)) + key
     yield from mask_chunks(key, memoryview(payload))
+
+
+def masked_parts(opcode: int, buffers: Sequence[bytes | bytearray | memoryview],
+                 keys: Callable[[], bytes] | None = None) -> Iterator[bytes]:
+    """One final, masked frame whose payload is *buffers* back to back, as pieces to
+    send in order (the buffers are never joined: a message with binary parts)."""
+    key = (keys or urandom_key)()
+    yield masked_frame_header(opcode, sum(len(memoryview(b).cast("B")) for b in buffers)) + key
+    full: dict[int, int] = {}  # the key's integer for a full piece, per rotation
+    offset = 0
+    for buf in buffers:
+        data = memoryview(buf).cast("B")
+        for start in range(0, len(data), MASK_CHUNK):
+            piece = data[start:start + MASK_CHUNK]
+            shift = offset % 4
+            rotated = key[shift:] + key[:shift]
+            key_int = None
+            if len(piece) == MASK_CHUNK:
+                key_int = full.get(shift)
+                if key_int is None:
+                    key_int = full[shift] = int.from_bytes(rotated * (MASK_CHUNK // 4), "little")
+            yield apply_mask(rotated, piece, key_int)
+            offset += len(piece)
 
 
 def close_payload(code: int, reason: str) -> bytes:
@@ -193,14 +164,22 @@ class _BigFrame:
         self.b0 = b0
         self.length = length
         self.key = key
-        # grown as data arrives: a frame that only claims to be huge costs only what is sent
-        self.payload = bytearray(min(length, max(_PREALLOC, len(first))))
+        # An anonymous mapping of the whole length: its pages cost memory only once
+        # written, so a frame that only claims to be huge costs only what is sent, and a
+        # real one is never copied as it grows. Where the system refuses the mapping, a
+        # bytearray grown as data arrives.
+        self.payload: bytearray | mmap.mmap
+        try:
+            self.payload = mmap.mmap(-1, length)
+        except (OSError, OverflowError, ValueError):
+            self.payload = bytearray(min(length, max(_PREALLOC, len(first))))
         self.payload[:len(first)] = first
         self.have = len(first)
 
     def room(self) -> memoryview:
         """Where the next bytes go (the buffer doubles, up to the length, when full)."""
         if self.have == len(self.payload):
+            assert isinstance(self.payload, bytearray)
             self.payload.extend(bytes(min(len(self.payload), self.length - self.have)))
         return memoryview(self.payload)[self.have:self.have + min(len(self.payload) - self.have, _ROOM)]
 

@@ -38,7 +38,7 @@ class Run(Generic[R]):
 class Send:
     """Send *payload* to the peer (a pong, or the refusal of a call)."""
 
-    payload: bytes
+    payload: proto.Encoded
 
 
 @dataclass(slots=True)

@@ -26,8 +26,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from .._core.frames import frame_header
-from .._transport import frame_bytes, write_frame
+from .._core.frames import OP_BINARY, frame_header
+from .._parts import Packed
+from .._transport import frame_bytes, write_frame, write_frame_parts
 
 __all__ = ["QUEUE_LIMIT", "SMALL_FRAME", "FrameWriter"]
 
@@ -37,6 +38,8 @@ _IOV_MAX = 512  # buffers per sendmsg (Linux allows 1024)
 _WAIT = 1.0  # a waiting sender looks again this often
 
 Item = bytes | memoryview | Callable[[socket.socket], None]
+Message = bytes | Packed  # a message with binary parts always goes in a binary frame
+Seal = Callable[[Message], bytes]
 
 
 class FrameWriter:
@@ -70,13 +73,14 @@ class FrameWriter:
         self.closed = False  # no more frames are accepted
 
     # --- queueing ----------------------------------------------------------------------
-    def send(self, opcode: int, payload: bytes, seal: Callable[[bytes], bytes] | None = None) -> bool:
+    def send(self, opcode: int, payload: Message, seal: Seal | None = None) -> bool:
         """Write one frame whole, in order; False if the connection is closed (or a write
         failed). *seal* (encryption) runs in queue order, so its counters stay in step."""
         return self.send_many(opcode, (payload,), seal)
 
-    def send_many(self, opcode: int, payloads: Sequence[bytes], seal: Callable[[bytes], bytes] | None = None) -> bool:
-        """Write one frame per payload, in order, none interleaved with other frames."""
+    def send_many(self, opcode: int, payloads: Sequence[Message], seal: Seal | None = None) -> bool:
+        """Write one frame per payload, in order, none interleaved with other frames
+        (a :class:`~easyrpc._parts.Packed` payload in a binary frame, whatever *opcode*)."""
         big = any(len(p) >= SMALL_FRAME for p in payloads)
         with self._lock:
             if self._writing and not self._nonblocking() and (big or self._backlog() >= QUEUE_LIMIT):
@@ -87,7 +91,7 @@ class FrameWriter:
                         break
             if self.closed:
                 return False
-            sealed = [seal(p) for p in payloads] if seal is not None else payloads
+            sealed: Sequence[Message] = [seal(p) for p in payloads] if seal is not None else payloads
             if self._writing or self._out or big or len(sealed) != 1:
                 for data in sealed:
                     self._append(opcode, data)
@@ -157,12 +161,19 @@ class FrameWriter:
     def _backlog(self) -> int:
         return self._out_bytes + self._unsent_bytes
 
-    def _small_frame(self, opcode: int, data: bytes) -> bytes:
+    def _small_frame(self, opcode: int, data: Message) -> bytes:
+        if isinstance(data, Packed):
+            opcode, data = OP_BINARY, data.join()
         return frame_bytes(opcode, data) if self._masked else frame_header(opcode, len(data)) + data
 
-    def _append(self, opcode: int, data: bytes) -> None:
+    def _append(self, opcode: int, data: Message) -> None:
         self._out_bytes += len(data)
-        if len(data) < SMALL_FRAME:
+        if isinstance(data, Packed):
+            if len(data) >= SMALL_FRAME:
+                self._append_parts(data)
+            else:
+                self._out.append(self._small_frame(opcode, data))
+        elif len(data) < SMALL_FRAME:
             self._out.append(self._small_frame(opcode, data))
         elif not self._masked:  # not joined: a big payload is written as it is, never copied
             self._out.append(frame_header(opcode, len(data)))
@@ -171,6 +182,17 @@ class FrameWriter:
             self._out.append(frame_bytes(opcode, data))  # masked whole, sent as the socket takes it
         else:  # masked piece by piece as it is written: never a masked copy of the whole
             self._out.append(lambda sock: write_frame(sock, opcode, data))
+
+    def _append_parts(self, data: Packed) -> None:
+        """A big message with binary parts: its buffers as they are, never joined."""
+        if not self._masked:
+            self._out.append(frame_header(OP_BINARY, len(data)))
+            self._out.extend(data.buffers())
+        elif self._nonblocking():
+            self._out.append(frame_bytes(OP_BINARY, data.join()))
+        else:
+            buffers = data.buffers()
+            self._out.append(lambda sock: write_frame_parts(sock, OP_BINARY, buffers))
 
     def _become_writer(self) -> bool:
         """(Under the lock.) True if the caller must now write the queue: nobody is."""

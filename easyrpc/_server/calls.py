@@ -116,7 +116,7 @@ class Calls:
             self._solo += 1
         return (pace.fast or self._solo >= SOLO_STREAK) and conn._closed_at is None
 
-    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> bytes:
+    def _result(self, call_id: int, fn: Callable[..., Any], value: Any) -> proto.Encoded:
         try:
             return proto.encode_result(call_id, value)
         except SerializationError as exc:
@@ -134,7 +134,7 @@ class Calls:
             except ArgumentError as exc:
                 conn.finish(call_id, task, refused_argument(call_id, exc))
                 return
-        payload: bytes | None = None
+        payload: proto.Encoded | None = None
         started = time.perf_counter()
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))

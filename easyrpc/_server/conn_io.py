@@ -176,7 +176,7 @@ class ConnectionIO(Handshake):
             pass
 
     # --- sending -----------------------------------------------------------------------
-    def send(self, payload: bytes) -> bool:
+    def send(self, payload: proto.Encoded) -> bool:
         """Send one message whole, in order; False if the connection is closed."""
         cipher = self.cipher
         if cipher is not None:  # sealed in queue order: the counters stay in step

@@ -146,7 +146,7 @@ class ServerConnection(ConnectionIO):
         return proto.encode_failure(call_id, proto.error_to_wire(exc, self.server.send_tracebacks))
 
     # --- calls in flight ---------------------------------------------------------------
-    def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
+    def finish(self, call_id: int, task: CallTask | StreamTask, payload: proto.Encoded | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""
         with self._lock:
             if not self._session.finished(call_id, task):

@@ -21,6 +21,7 @@ from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, bad_frame
 from .._core.frames import OP_PONG, FrameError
 from .._core.handshake import Authenticated, Failed, Pong, Refused, ServerEvent, ServerHandshake, TimedOut
 from .._net.green import reading_socket
+from .._parts import is_packed
 from .._spin import busy_policy
 from .._transport import FrameReader
 from ..exceptions import ProtocolError
@@ -76,7 +77,7 @@ class Handshake:
         self._early: list[bytes | str] = []
 
     # what the connection provides
-    def send(self, payload: bytes) -> bool:
+    def send(self, payload: proto.Encoded) -> bool:
         raise NotImplementedError
 
     def send_control(self, opcode: int, payload: bytes) -> None:
@@ -235,7 +236,8 @@ class Handshake:
                 self.log.warning("connection %s: %s; closed", self.cid, exc)
                 self.close(*BAD_SEAL)
                 raise Stop from None
-        if binary:
-            self.notice("binary frames are not accepted on this connection")
+        if binary != is_packed(data):  # a binary frame holds a message with binary parts, a text frame JSON
+            self.notice("a binary frame must hold a message with binary parts (and only it)" if binary
+                        else "a message with binary parts must travel in a binary frame")
             return None
         return data

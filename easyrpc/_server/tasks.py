@@ -169,7 +169,7 @@ class StreamTask:
                 return False
             return True
 
-    def _finish(self, payload: bytes | None) -> None:
+    def _finish(self, payload: proto.Encoded | None) -> None:
         with self.lock:
             self.finished = True
             self.running = False
@@ -222,7 +222,7 @@ class StreamTask:
             self.conn.log.exception("stream %s failed", self.id)
             self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
 
-    def _item(self, item: Any) -> bytes:
+    def _item(self, item: Any) -> proto.Encoded:
         try:
             return proto.encode_item(self.id, item, self.credit.announce())
         except SerializationError as exc:
