@@ -29,6 +29,9 @@ PROTOCOL_VERSION = 1
 MAX_ID = 2**53  # ids stay exact in any JSON implementation
 MAX_FN_NAME = 200
 MAX_REASON = 1000
+MAX_META_KEYS = 32  # call metadata: at most this many keys,
+MAX_META_KEY = 64  # each key 1 to 64 characters,
+MAX_META_VALUE = 4096  # each value at most 4096 characters
 
 
 
@@ -49,6 +52,7 @@ class Call:
     kwargs: dict[str, Any]
     window: int  # stream credit granted up front (0 for plain calls)
     timeout: float | None = None  # the caller's limit, for servers that forward the call
+    metadata: dict[str, str] | None = None  # the call's metadata (``m``), None when it has none
 
 
 @dataclass(slots=True)
@@ -147,13 +151,16 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 
 def encode_call(
-    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None
+    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> bytes:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
         msg["w"] = window
     if timeout is not None:
         msg["t"] = timeout
+    if metadata:
+        msg["m"] = metadata
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
     return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args, typed=True)
 
@@ -171,6 +178,19 @@ def encode_item(call_id: int, value: Any, window: int | None = None) -> bytes:
 
 def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
     return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None, typed=True)
+
+
+_FAILURE_PREFIX = b'{"k":"err"'  # how encode_failure's messages begin
+
+
+def failure_of(payload: bytes) -> RemoteError | None:
+    """The error in a reply built by :func:`encode_failure`; None for any other message."""
+    if not payload.startswith(_FAILURE_PREFIX):
+        return None
+    try:
+        return error_from_wire(load(payload).get("e"))
+    except ProtocolError:
+        return None
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -241,6 +261,23 @@ def error_from_wire(obj: Any) -> RemoteError:
     ):
         raise ProtocolError("error description has a malformed 'os' field")
     return make_remote_error(rtype[:MAX_FN_NAME], message, tb, details)
+
+
+def check_metadata(meta: Any, error: type[Exception] = ValueError, what: str = "metadata") -> dict[str, str]:
+    """*meta* if it is valid call metadata (a dict of string keys to string values within
+    the limits), else raise *error* saying what is wrong."""
+    if not isinstance(meta, dict):
+        raise error(f"{what} must be a mapping of strings to strings, not {type(meta).__name__}")
+    if len(meta) > MAX_META_KEYS:
+        raise error(f"{what} has {len(meta)} keys; at most {MAX_META_KEYS} are allowed")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_META_KEY:
+            raise error(f"{what}: key {str(key)[:80]!r} must be a string of 1 to {MAX_META_KEY} characters")
+        if not isinstance(value, str) or len(value) > MAX_META_VALUE:
+            shown = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+            raise error(f"{what}: the value of {key!r} must be a string of at most {MAX_META_VALUE} characters"
+                        f" (got {shown})")
+    return meta
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -321,8 +358,11 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
         timeout = obj.get("t")
         if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 1e9):
             raise ProtocolError("field 't' must be a positive number of seconds")
+        meta = obj.get("m")
+        if meta is not None:
+            check_metadata(meta, ProtocolError, "field 'm'")
         return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
-                    float(timeout) if timeout is not None else None)
+                    float(timeout) if timeout is not None else None, meta or None)
     if kind == "cancel":
         return Cancel(_int(obj, "i"))
     if kind == "credit":

@@ -148,6 +148,11 @@ class ServerConnection(ConnectionIO):
     # --- calls in flight ---------------------------------------------------------------
     def finish(self, call_id: int, task: CallTask | StreamTask, payload: bytes | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""
+        if task.obs is not None:  # the server's interceptors see how it ended
+            if payload is None or task.cancelled:
+                task.obs.end(None, True)
+            else:
+                task.obs.end(proto.failure_of(payload))
         with self._lock:
             if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
@@ -165,6 +170,8 @@ class ServerConnection(ConnectionIO):
                     self._idle.notify_all()
         if task is not None:
             task.cancel()
+            if task.obs is not None:
+                task.obs.end(None, True)
 
     def _abandon_all(self) -> None:
         """The peer is gone: cancel what can be cancelled, close every generator."""
@@ -176,6 +183,8 @@ class ServerConnection(ConnectionIO):
                 self._idle.notify_all()
         for task in tasks:
             task.cancel()
+            if task.obs is not None:
+                task.obs.end(None, True)
 
     # --- introspection and shutdown ----------------------------------------------------
     @property
