@@ -147,3 +147,27 @@ def test_serve_runs_an_app_under_gunicorn_with_several_workers() -> None:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
     assert "gthread" in out or "Booting worker" in out
+
+
+def test_call_sends_meta_key_values_as_call_metadata(serve: Any) -> None:
+    from flask import Flask
+
+    from easyrpc.server import EasyRpcServer, call_context
+
+    app = Flask("cli-meta")
+    rpc = EasyRpcServer(app, "/ws/meta", server_secret=SECRET)
+
+    @rpc.origin
+    def metadata() -> dict[str, str]:
+        ctx = call_context()
+        return dict(ctx.metadata) if ctx is not None else {}
+
+    served = serve(app, rpc)
+    url = f"ws://127.0.0.1:{served.port}/ws/meta"
+    done = easyrpc("call", url, "metadata", "--meta", "role=admin", "--meta", "note=a=b c")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"role": "admin", "note": "a=b c"}
+    bad = easyrpc("call", url, "metadata", "--meta", "novalue")
+    assert bad.returncode == EXIT_USAGE and "--meta expects KEY=VALUE" in bad.stderr
+    big = easyrpc("call", url, "metadata", "--meta", "k=" + "x" * 5000)
+    assert big.returncode == EXIT_USAGE and "at most 4096 characters" in big.stderr
