@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._protocol import check_metadata
+from ._core.metadata import check_metadata
 from .exceptions import (
     AuthenticationError,
     CallTimeout,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from . import _codec, _values
+from ._core.metadata import check_metadata
 from .exceptions import ProtocolError, RemoteError, make_remote_error, os_error_details
 
 __all__ = [
@@ -29,9 +30,6 @@ PROTOCOL_VERSION = 1
 MAX_ID = 2**53  # ids stay exact in any JSON implementation
 MAX_FN_NAME = 200
 MAX_REASON = 1000
-MAX_META_KEYS = 32  # call metadata: at most this many keys,
-MAX_META_KEY = 64  # each key 1 to 64 characters,
-MAX_META_VALUE = 4096  # each value at most 4096 characters
 
 
 
@@ -180,19 +178,6 @@ def encode_failure(call_id: int, error: dict[str, Any]) -> bytes:
     return _codec.dumps({"k": "err", "i": call_id, "e": error}, keys_in=None, typed=True)
 
 
-_FAILURE_PREFIX = b'{"k":"err"'  # how encode_failure's messages begin
-
-
-def failure_of(payload: bytes) -> RemoteError | None:
-    """The error in a reply built by :func:`encode_failure`; None for any other message."""
-    if not payload.startswith(_FAILURE_PREFIX):
-        return None
-    try:
-        return error_from_wire(load(payload).get("e"))
-    except ProtocolError:
-        return None
-
-
 # --- errors ------------------------------------------------------------------------------
 def error_to_wire(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
     """Describe an exception raised by a served function (a forwarded one passes through).
@@ -261,23 +246,6 @@ def error_from_wire(obj: Any) -> RemoteError:
     ):
         raise ProtocolError("error description has a malformed 'os' field")
     return make_remote_error(rtype[:MAX_FN_NAME], message, tb, details)
-
-
-def check_metadata(meta: Any, error: type[Exception] = ValueError, what: str = "metadata") -> dict[str, str]:
-    """*meta* if it is valid call metadata (a dict of string keys to string values within
-    the limits), else raise *error* saying what is wrong."""
-    if not isinstance(meta, dict):
-        raise error(f"{what} must be a mapping of strings to strings, not {type(meta).__name__}")
-    if len(meta) > MAX_META_KEYS:
-        raise error(f"{what} has {len(meta)} keys; at most {MAX_META_KEYS} are allowed")
-    for key, value in meta.items():
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_META_KEY:
-            raise error(f"{what}: key {str(key)[:80]!r} must be a string of 1 to {MAX_META_KEY} characters")
-        if not isinstance(value, str) or len(value) > MAX_META_VALUE:
-            shown = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
-            raise error(f"{what}: the value of {key!r} must be a string of at most {MAX_META_VALUE} characters"
-                        f" (got {shown})")
-    return meta
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -358,9 +326,7 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
         timeout = obj.get("t")
         if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 1e9):
             raise ProtocolError("field 't' must be a positive number of seconds")
-        meta = obj.get("m")
-        if meta is not None:
-            check_metadata(meta, ProtocolError, "field 'm'")
+        meta = check_metadata(obj["m"], ProtocolError, "field 'm'") if "m" in obj else None
         return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
                     float(timeout) if timeout is not None else None, meta or None)
     if kind == "cancel":

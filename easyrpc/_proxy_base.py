@@ -17,7 +17,7 @@ from makefun import create_function
 
 from ._client import Engine
 from ._client.observed import merged_metadata
-from ._protocol import check_metadata
+from ._core.metadata import check_metadata
 from ._signature import FunctionSpec, wire_arguments
 
 __all__ = ["ProxyBase", "FunctionMap", "engine_of", "make_function"]

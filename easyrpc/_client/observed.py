@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import check_metadata
+from .._core.metadata import check_metadata
 from ..interceptors import CallInfo, Observed, current_call, info_of, observe
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol import check_metadata
+from .._core.metadata import check_metadata
 from .._spin import DEFAULT_BUSY_POLL, check_window
 from ..interceptors import Interceptor
 

@@ -27,6 +27,7 @@ from .. import _protocol as proto
 from .._core.close_codes import INVALID_UTF8, NORMAL
 from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
+from ..exceptions import ProtocolError, RemoteError
 from .calls import Calls
 from .conn_io import ConnectionIO
 from .handshake import Stop
@@ -36,6 +37,19 @@ if TYPE_CHECKING:
     from ..server import EasyRpcServer
 
 __all__ = ["ServerConnection"]
+
+_FAILURE_PREFIX = b'{"k":"err"'  # how _protocol.encode_failure's messages begin
+
+
+def failure_of(payload: bytes) -> RemoteError | None:
+    """The error in a reply built by ``encode_failure`` (None for any other message): what
+    the server's interceptors are told a call ended with."""
+    if not payload.startswith(_FAILURE_PREFIX):
+        return None
+    try:
+        return proto.error_from_wire(proto.load(payload).get("e"))
+    except ProtocolError:
+        return None
 
 
 class ServerConnection(ConnectionIO):
@@ -152,7 +166,7 @@ class ServerConnection(ConnectionIO):
             if payload is None or task.cancelled:
                 task.obs.end(None, True)
             else:
-                task.obs.end(proto.failure_of(payload))
+                task.obs.end(failure_of(payload))
         with self._lock:
             if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
