@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._core.metadata import check_metadata
 from .exceptions import (
     AuthenticationError,
     CallTimeout,
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_call.add_argument("-o", "--output", metavar="FILE",
                         help="write a bytes result (or a stream's bytes items, one after another) to FILE as "
                              "they are; other values go to FILE as JSON lines")
+    p_call.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="call metadata, sent as text (the function reads it through call_context()); "
+                             "repeatable")
     p_serve = sub.add_parser("serve", help="serve a Flask app with gunicorn (threaded workers)", epilog=_epilog(),
                              formatter_class=fmt)
     p_serve.add_argument("target", help="module:attribute, a Flask app, an EasyRpcServer, or module:factory()")
@@ -132,7 +136,7 @@ def _ssl_context(args: argparse.Namespace, scheme: str) -> ssl.SSLContext | None
     return ctx
 
 
-def _connect(args: argparse.Namespace) -> Any:
+def _connect(args: argparse.Namespace, metadata: dict[str, str] | None = None) -> Any:
     from .proxy import EasyRpcProxy
 
     if not args.secret:
@@ -144,7 +148,7 @@ def _connect(args: argparse.Namespace) -> Any:
     return EasyRpcProxy.create(
         parts.hostname, port, parts.path or "/", server_secret=args.secret, namespace=args.namespace,
         encryption_enabled=args.encryption, timeout=args.timeout, ssl_context=_ssl_context(args, parts.scheme),
-        connect_timeout=min(args.timeout, 10.0), reconnect=False)
+        connect_timeout=min(args.timeout, 10.0), reconnect=False, metadata=metadata)
 
 
 def _shown(value: Any) -> Any:
@@ -188,7 +192,17 @@ def cmd_call(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise CliError(EXIT_USAGE, f"--kw expects NAME=VALUE, got {item!r}")
         keywords[name] = _value(value)
-    with _connect(args) as proxy:
+    metadata: dict[str, str] = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(EXIT_USAGE, f"--meta expects KEY=VALUE, got {item!r}")
+        metadata[key] = value
+    try:
+        check_metadata(metadata, what="--meta")
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, str(exc)) from None
+    with _connect(args, metadata or None) as proxy:
         if args.function not in proxy:
             raise CliError(EXIT_NOT_FOUND, f"no function {args.function!r} in namespace {args.namespace!r}")
         try:

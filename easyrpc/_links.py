@@ -12,16 +12,19 @@ do they.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
 from ._client import CallFuture, Engine
+from ._client.observed import open_stream, start_observed
 from ._client.options import ClientOptions
 from ._server.registry import BUILTIN_LIST
 from .exceptions import EasyRpcError
+from .interceptors import Observed, call_context, current_call, refusal
 from .proxy import RemoteIterator
 
 if TYPE_CHECKING:
@@ -89,14 +92,30 @@ class ServerLink:
 
     # --- relaying calls ----------------------------------------------------------------
     def forward(self, conn: ServerConnection, msg: proto.Call, task: CallTask) -> None:
-        """Relay a plain call; its reply (or error) is sent back when the origin answers."""
-        fut = CallFuture(self.engine)
+        """Relay a plain call; its reply (or error) is sent back when the origin answers.
+
+        The call's metadata goes with it (with what the link's interceptors add)."""
+        fut = _RelayFuture(self.engine)
         task.future = fut  # cancelling the downstream call cancels the upstream one
+        obs: Observed | None = None
+        metadata = msg.metadata
+        if self.engine.options.interceptors:
+            token = current_call.set(task.scope)  # the relayed call is the parent
+            try:
+                obs, metadata = start_observed(self.engine, msg.fn, metadata, False, msg.timeout)
+            except Exception as exc:  # noqa: BLE001 - a refusal, or an interceptor's bug: the caller is told
+                conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(*refusal(exc))))
+                return
+            finally:
+                current_call.reset(token)
+            fut.on_cancel = functools.partial(obs.end, None, True)
 
         def done(f: Future[Any]) -> None:
             # Runs on the engine thread that settles the call (no hand-off to the
             # dispatcher: this relays a reply, it runs no user code).
             exc = f.exception()
+            if obs is not None:
+                obs.end(exc)
             if exc is None:
                 payload = proto.encode_result(msg.id, f.result())
             else:  # the origin's error passes through; a lost link or timeout by its own name
@@ -105,14 +124,33 @@ class ServerLink:
 
         fut.on_settle = done  # type: ignore[attr-defined]
         try:
-            self.engine.calls.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout)
+            self.engine.calls.submit(fut, msg.fn, msg.args, msg.kwargs, msg.timeout, metadata=metadata)
         except EasyRpcError as exc:
+            if obs is not None:
+                obs.end(exc)
             conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_to_wire(exc, include_traceback=False)))
 
     def stream(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
-        """Relay a generator: iterated by the local stream pump, closed when it is."""
-        it = RemoteIterator(self.engine.calls.open_stream(name, args, kwargs, None))
+        """Relay a generator: iterated by the local stream pump, closed when it is.
+
+        Runs in the relayed stream's call context: its metadata goes with it."""
+        ctx = call_context()
+        metadata = ctx.metadata or None if ctx is not None else None
+        it = RemoteIterator(open_stream(self.engine, name, args, kwargs, None, metadata))
         try:
             yield from it
         finally:
             it.close()
+
+
+class _RelayFuture(CallFuture):
+    """A relayed call's upstream future; *on_cancel* runs when the downstream caller cancels."""
+
+    on_cancel: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        if self.on_cancel is not None:
+            self.on_cancel()
+        return True

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from . import _codec, _parts, _values
+from ._core.metadata import check_metadata
 from ._error_wire import error_from_wire, error_passthrough, error_to_wire, error_wire
 from ._parts import Packed
 from .exceptions import ProtocolError, RemoteError
@@ -51,6 +52,7 @@ class Call:
     kwargs: dict[str, Any]
     window: int  # stream credit granted up front (0 for plain calls)
     timeout: float | None = None  # the caller's limit, for servers that forward the call
+    metadata: dict[str, str] | None = None  # the call's metadata (``m``), None when it has none
 
 
 @dataclass(slots=True)
@@ -149,13 +151,16 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 
 def encode_call(
-    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None
+    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Encoded:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
         msg["w"] = window
     if timeout is not None:
         msg["t"] = timeout
+    if metadata:
+        msg["m"] = metadata
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
     return _codec.dumps_parts(msg, keys_in=(args, kwargs) if kwargs else args)
 
@@ -270,8 +275,9 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
         timeout = obj.get("t")
         if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 1e9):
             raise ProtocolError("field 't' must be a positive number of seconds")
+        meta = check_metadata(obj["m"], ProtocolError, "field 'm'") if "m" in obj else None
         return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
-                    float(timeout) if timeout is not None else None)
+                    float(timeout) if timeout is not None else None, meta or None)
     if kind == "cancel":
         return Cancel(_int(obj, "i"))
     if kind == "credit":

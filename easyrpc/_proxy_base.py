@@ -16,6 +16,8 @@ from typing import Any
 from makefun import create_function
 
 from ._client import Engine
+from ._client.observed import merged_metadata
+from ._core.metadata import check_metadata
 from ._signature import FunctionSpec, wire_arguments
 
 __all__ = ["ProxyBase", "FunctionMap", "engine_of", "make_function"]
@@ -132,8 +134,19 @@ class ProxyBase:
         self._built: dict[str, tuple[FunctionSpec, Callable[..., Any]]] = {}
         self._built_lock = threading.Lock()
 
-    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+    def _build(self, spec: FunctionSpec, timeout: float | None,
+               metadata: dict[str, str] | None = None) -> Callable[..., Any]:
         raise NotImplementedError
+
+    def _variants(self, spec: FunctionSpec, timeout: float | None,
+                  metadata: dict[str, str] | None) -> dict[str, Callable[..., Any]]:
+        """``with_timeout`` and ``with_metadata`` of a function built with *timeout* and
+        *metadata*: each gives the same function with one of them changed (composable:
+        ``p.f.with_metadata(m).with_timeout(t)``); metadata merges over what it had."""
+        return {
+            "with_timeout": lambda t: self._build(spec, t, metadata),
+            "with_metadata": lambda m: self._build(spec, timeout, merged_metadata(metadata, check_metadata(dict(m)))),
+        }
 
     def _function(self, name: str) -> Callable[..., Any]:
         spec = self._engine.functions.get(name)
@@ -143,7 +156,7 @@ class ProxyBase:
             cached = self._built.get(name)
             if cached is not None and cached[0] is spec:
                 return cached[1]
-        fn = self._build(spec, None)
+        fn = self._build(spec, None, self._engine.options.metadata)  # type: ignore[arg-type]
         with self._built_lock:
             self._built[name] = (spec, fn)
         return fn
@@ -153,7 +166,7 @@ class ProxyBase:
         """The remote functions by name (a live mapping: it follows the server's list)."""
         return FunctionMap(self)
 
-    # Any, not Callable: a remote function also has .submit and .with_timeout
+    # Any, not Callable: a remote function also has .submit, .with_timeout and .with_metadata
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

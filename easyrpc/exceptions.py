@@ -9,11 +9,13 @@
     ├── CallTimeout (TimeoutError)     a call ran past its limit
     ├── SerializationError (TypeError) a value JSON cannot carry
     ├── ArgumentError (TypeError)      an argument does not fit its parameter's annotation
+    ├── CallRefused                    an interceptor refused the call (raised by it, or locally)
     └── RemoteError                    the function raised on the server
         ├── FunctionNotFound           no such function in this connection's namespace
         ├── ServerBusy                 the server refused the call (too many in flight)
         ├── RemoteSerializationError (SerializationError)   a result JSON cannot carry
-        └── RemoteArgumentError (ArgumentError)   the server refused an argument; the function did not run
+        ├── RemoteArgumentError (ArgumentError)   the server refused an argument; the function did not run
+        └── RemoteCallRefused (CallRefused)   a server's interceptor refused the call; the function did not run
 
 A :class:`RemoteError` whose remote type is a builtin exception is also an instance of
 that builtin, so ``except KeyError:`` catches a ``KeyError`` raised on the server; a
@@ -32,12 +34,14 @@ from typing import Any
 __all__ = [
     "ArgumentError",
     "AuthenticationError",
+    "CallRefused",
     "CallTimeout",
     "ConnectionLost",
     "EasyRpcError",
     "FunctionNotFound",
     "ProtocolError",
     "RemoteArgumentError",
+    "RemoteCallRefused",
     "RemoteError",
     "RemoteSerializationError",
     "SerializationError",
@@ -75,6 +79,15 @@ class ArgumentError(EasyRpcError, TypeError):
     Raised on the server before the function runs; the caller gets a
     :class:`RemoteArgumentError` whose message names the function, the parameter and
     what was wrong.
+    """
+
+
+class CallRefused(EasyRpcError):
+    """An interceptor refused the call: the function did not run.
+
+    An interceptor raises it from ``before`` (its message is all the caller learns). A
+    client's interceptor refusing raises it locally, before anything is sent; a server's
+    reaches the caller as :class:`RemoteCallRefused`, which is also a ``CallRefused``.
     """
 
 
@@ -126,7 +139,16 @@ class RemoteArgumentError(RemoteError, ArgumentError):
     """
 
 
+class RemoteCallRefused(RemoteError, CallRefused):
+    """A server's interceptor refused the call; the function did not run.
+
+    Also a :class:`CallRefused`, so ``except CallRefused:`` catches a refusal from
+    either side.
+    """
+
+
 _SPECIAL: dict[str, type[RemoteError]] = {
+    "CallRefused": RemoteCallRefused,
     "ArgumentError": RemoteArgumentError,
     "FunctionNotFound": FunctionNotFound,
     "ServerBusy": ServerBusy,

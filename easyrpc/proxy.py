@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
+from ._client.observed import end_with_future, open_stream, start_observed
 from ._client.options import ClientOptions, client_options
 from ._proxy_base import ProxyBase, engine_of, make_function
 from ._signature import FunctionSpec, wire_from_bound
@@ -106,29 +107,55 @@ class EasyRpcProxy(ProxyBase):
         engine.start()
         return cls(engine)
 
-    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+    def _build(self, spec: FunctionSpec, timeout: float | None,
+               metadata: dict[str, str] | None = None) -> Callable[..., Any]:
         engine = self._engine
+        icps = engine.options.interceptors
+        name = spec.name
+        variants = self._variants(spec, timeout, metadata)
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
-                return RemoteIterator(engine.calls.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
+                return RemoteIterator(open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata))
 
-            return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
+            return make_function(spec, stream, **variants)
 
         def submit(*args: Any, **kwargs: Any) -> CallFuture:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
             fut = CallFuture(engine)
-            engine.calls.submit(fut, spec.name, wargs, wkwargs, timeout)
+            if not icps:
+                engine.calls.submit(fut, name, wargs, wkwargs, timeout, metadata=metadata)
+                return fut
+            obs, meta = start_observed(engine, name, metadata, False, timeout)
+            try:
+                engine.calls.submit(fut, name, wargs, wkwargs, timeout, metadata=meta)
+            except BaseException as exc:
+                obs.end(exc)
+                raise
+            end_with_future(obs, fut)
             return fut
 
         def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
+            if icps:
+                return observed(wargs, wkwargs)
             call = BlockingCall(engine)
-            engine.calls.submit(call, spec.name, wargs, wkwargs, timeout)
+            engine.calls.submit(call, name, wargs, wkwargs, timeout, metadata=metadata)
             return engine.calls.wait(call, timeout if timeout is not None else engine.timeout)
 
-        return make_function(
-            spec, call, submit=make_function(spec, submit), with_timeout=lambda t: self._build(spec, t))
+        def observed(wargs: list[Any], wkwargs: dict[str, Any]) -> Any:
+            obs, meta = start_observed(engine, name, metadata, False, timeout)
+            try:
+                call = BlockingCall(engine)
+                engine.calls.submit(call, name, wargs, wkwargs, timeout, metadata=meta)
+                result = engine.calls.wait(call, timeout if timeout is not None else engine.timeout)
+            except BaseException as exc:
+                obs.end(exc)
+                raise
+            obs.end()
+            return result
+
+        return make_function(spec, call, submit=make_function(spec, submit), **variants)
 
     def close(self) -> None:
         """Close the connection; calls still pending fail with ConnectionLost. Idempotent."""

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._client.options import ClientOptions, client_options
@@ -32,6 +32,7 @@ from ._pool import PoolClosed, WorkerPool
 from ._server.loop import LoopThread
 from ._server.registry import Registered, Registry
 from ._spin import DEFAULT_BUSY_POLL, check_window
+from .interceptors import CallInfo, Interceptor, Outcome, call_context
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from ._links import ServerLink
     from ._server.connection import ServerConnection
 
-__all__ = ["EasyRpcServer"]
+__all__ = ["CallInfo", "EasyRpcServer", "Interceptor", "Outcome", "call_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")
@@ -86,6 +87,10 @@ class EasyRpcServer:
             next call then finds the server awake. One thread per process polls at a
             time, and a connection backs off by itself when requests come further apart;
             ``0`` never polls.
+        interceptors: :class:`~easyrpc.interceptors.Interceptor` objects that see every
+            call and stream this server runs (forwarded ones included), in order; they
+            may refuse calls or add metadata. Served functions read their call through
+            :func:`call_context`.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class EasyRpcServer:
         send_tracebacks: bool = True,
         stream_window_max: int = 1024,
         busy_poll: float = DEFAULT_BUSY_POLL,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -119,6 +125,7 @@ class EasyRpcServer:
         self.ping_timeout = ping_timeout
         self.send_tracebacks = send_tracebacks
         self.stream_window_max = stream_window_max
+        self.interceptors: tuple[Interceptor, ...] = tuple(interceptors)
         self._secret = Secret(server_secret)
         self.log = logging.getLogger(f"easyrpc.server.{path.strip('/').replace('/', '.') or 'root'}")
         self._lock = threading.Lock()

@@ -192,3 +192,27 @@ def test_call_writes_a_bytes_result_or_stream_to_a_file_with_o(binary_url: str, 
     assert (tmp_path / "stream.bin").read_bytes() == b"\x00" * 4 + b"\x01" * 4 + b"\x02" * 4
     done = easyrpc("call", binary_url, "echo", '{"a": 1}', "-o", str(tmp_path / "json.txt"))
     assert (tmp_path / "json.txt").read_text() == '{"a": 1}\n'
+
+
+def test_call_sends_meta_key_values_as_call_metadata(serve: Any) -> None:
+    from flask import Flask
+
+    from easyrpc.server import EasyRpcServer, call_context
+
+    app = Flask("cli-meta")
+    rpc = EasyRpcServer(app, "/ws/meta", server_secret=SECRET)
+
+    @rpc.origin
+    def metadata() -> dict[str, str]:
+        ctx = call_context()
+        return dict(ctx.metadata) if ctx is not None else {}
+
+    served = serve(app, rpc)
+    url = f"ws://127.0.0.1:{served.port}/ws/meta"
+    done = easyrpc("call", url, "metadata", "--meta", "role=admin", "--meta", "note=a=b c")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"role": "admin", "note": "a=b c"}
+    bad = easyrpc("call", url, "metadata", "--meta", "novalue")
+    assert bad.returncode == EXIT_USAGE and "--meta expects KEY=VALUE" in bad.stderr
+    big = easyrpc("call", url, "metadata", "--meta", "k=" + "x" * 5000)
+    assert big.returncode == EXIT_USAGE and "at most 4096 characters" in big.stderr

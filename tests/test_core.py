@@ -31,7 +31,8 @@ from easyrpc.exceptions import (
 
 CORE = ["_protocol.py", "_codec.py", "_values.py", "_parts.py", "_convert.py", "_signature.py", "_handshake.py", "exceptions.py",
         "_core/cipher.py", "_core/close_codes.py", "_core/credit.py", "_core/frames.py", "_core/handshake.py",
-        "_core/keepalive.py", "_core/requests.py", "_core/session.py", "_error_wire.py", "_core/masking.py"]
+        "_core/keepalive.py", "_core/metadata.py", "_core/requests.py", "_core/session.py", "_error_wire.py",
+        "_core/masking.py"]
 FORBIDDEN = {"socket", "threading", "asyncio", "flask", "flask_sock", "simple_websocket", "websocket", "selectors", "ssl"}
 
 
@@ -51,10 +52,11 @@ def test_core_modules_import_no_io(module: str) -> None:
 def test_public_all_lists_exist() -> None:
     import easyrpc.aio
     import easyrpc.exceptions
+    import easyrpc.interceptors
     import easyrpc.proxy
     import easyrpc.server
 
-    for mod in (easyrpc, easyrpc.exceptions, easyrpc.proxy, easyrpc.server, easyrpc.aio):
+    for mod in (easyrpc, easyrpc.exceptions, easyrpc.proxy, easyrpc.server, easyrpc.aio, easyrpc.interceptors):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
 
@@ -463,11 +465,12 @@ def test_frame_cipher_detects_tamper_replay_and_reorder() -> None:
 
 def test_every_public_name_has_a_docstring() -> None:
     import easyrpc.aio
+    import easyrpc.interceptors
     import easyrpc.proxy
     import easyrpc.server
 
     missing = []
-    for mod in (easyrpc, easyrpc.exceptions, easyrpc.proxy, easyrpc.server, easyrpc.aio):
+    for mod in (easyrpc, easyrpc.exceptions, easyrpc.proxy, easyrpc.server, easyrpc.aio, easyrpc.interceptors):
         assert inspect.getdoc(mod), mod.__name__
         for name in mod.__all__:
             obj = getattr(mod, name)

@@ -118,3 +118,10 @@ def test_typed_values_example() -> None:
     assert out[1:] == ["7.00 [{'sku': 'tea', 'qty': 2, 'size': 'l'}]", "True",
                        "ArgumentError: place() argument 'order' at .lines[0].qty: Input should be a valid integer, got str 'two'",
                        "2030-01-01"]
+
+
+def test_authorization_example() -> None:
+    """Metadata carries a role; a server interceptor refuses what the role may not call and audits the rest."""
+    out = _run("authorization.py", 0).splitlines()
+    assert out == ["balance for ann: 100", "refused: role 'reader' may not call reset", "reset done",
+                   "ann balance -> ok", "ann reset -> CallRefused", "ann reset -> ok"]

@@ -20,6 +20,7 @@ from .._wake import thread_waker
 from .loops import settle_in_loop
 
 if TYPE_CHECKING:
+    from ..interceptors import Observed
     from .engine import Engine
     from .loops import LoopInbox
 
@@ -185,6 +186,7 @@ class ClientStream(_Request):
         self._error: BaseException | None = None
         self._closed = False
         self._grantable = 0  # items taken whose credit is not granted yet
+        self.obs: Observed | None = None  # the proxy's interceptors, told when the stream ends
 
     @property
     def window(self) -> int:
@@ -212,6 +214,8 @@ class ClientStream(_Request):
             self._ended = True
             self._error = error
             waiter, self._waiter = self._waiter, None
+        if self.obs is not None:
+            self.obs.end(error)
         if waiter is not None:
             self.engine.resolve(waiter, END, error)
 
@@ -257,6 +261,8 @@ class ClientStream(_Request):
         if waiter is not None:
             self.engine.resolve(waiter, END, None)
         if not ended:
+            if self.obs is not None:
+                self.obs.end(None, True)
             self.engine.calls.forget(self.id, self, send_cancel=self.sent)
 
     @property

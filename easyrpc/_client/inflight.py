@@ -19,6 +19,7 @@ from ..exceptions import CallTimeout, ConnectionLost, EasyRpcError
 from .calls import BlockingCall, ClientStream, Pending
 
 if TYPE_CHECKING:
+    from ..interceptors import Observed
     from .engine import Engine
 
 __all__ = ["InFlight"]
@@ -36,12 +37,12 @@ class InFlight:
         self.gone: str | None = None  # why calls fail at once: lost, and no reconnecting
 
     def submit(self, item: Pending, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
-               *, send: bool = True) -> None:
+               *, send: bool = True, metadata: dict[str, str] | None = None) -> None:
         """Register *item* (a call or a stream) and send its call.
 
         Raises SerializationError (nothing sent) if the arguments are not JSON. With
         ``send=False`` the caller sends it later with :meth:`send_items` (easyrpc.aio does,
-        off the event loop, for big payloads).
+        off the event loop, for big payloads). *metadata* (valid, or None) is sent with it.
         """
         engine = self.engine
         stream = isinstance(item, ClientStream)
@@ -57,7 +58,7 @@ class InFlight:
             call_id = item.id = self.table.add(item)
         try:
             item.payload = proto.encode_call(call_id, fn, args, kwargs, item.window if stream else 0,  # type: ignore[union-attr]
-                                             None if stream else limit)
+                                             None if stream else limit, metadata)
         except BaseException:
             self.forget(call_id, item, send_cancel=False)
             raise
@@ -81,11 +82,14 @@ class InFlight:
             finally:
                 self._room_waiters -= 1
 
-    def open_stream(self, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> ClientStream:
-        """Start a generator call; *timeout* (default: the proxy's) limits each item."""
+    def open_stream(self, fn: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
+                    metadata: dict[str, str] | None = None, obs: Observed | None = None) -> ClientStream:
+        """Start a generator call; *timeout* (default: the proxy's) limits each item;
+        *obs*: the stream's interceptors at work, ended when the stream is."""
         engine = self.engine
         stream = ClientStream(engine, engine.options.stream_window, timeout if timeout is not None else engine.timeout)
-        self.submit(stream, fn, args, kwargs, timeout)
+        stream.obs = obs
+        self.submit(stream, fn, args, kwargs, timeout, metadata=metadata)
         return stream
 
     def send_items(self, items: Sequence[Pending]) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.metadata import check_metadata
 from .._spin import DEFAULT_BUSY_POLL, check_window
+from ..interceptors import Interceptor
 
 __all__ = ["ClientOptions", "client_options"]
 
@@ -39,6 +42,11 @@ class ClientOptions:
             its reply before its thread sleeps: it saves the wake-up of an idle CPU,
             which dominates a loopback call's time on a virtual machine. Backs off by
             itself when replies take longer; ``0`` never polls.
+        metadata: metadata sent with every call (a mapping of strings to strings; a
+            call's own, ``p.f.with_metadata({...})``, is merged over it).
+        interceptors: :class:`~easyrpc.interceptors.Interceptor` objects that see
+            every call and stream, in order; they may refuse calls (locally, nothing
+            sent) or add metadata.
     """
 
     namespace: str = "DEFAULT"
@@ -53,6 +61,8 @@ class ClientOptions:
     max_in_flight: int = 10_000
     stream_window: int = 64
     busy_poll: float = DEFAULT_BUSY_POLL
+    metadata: Mapping[str, str] | None = field(default=None, hash=False)
+    interceptors: Sequence[Interceptor] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not self.namespace:
@@ -67,6 +77,13 @@ class ClientOptions:
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         check_window(self.busy_poll)
+        if self.metadata is not None:  # a private copy: a caller's later changes are not sent
+            meta = dict(self.metadata) if isinstance(self.metadata, Mapping) else self.metadata
+            object.__setattr__(self, "metadata", check_metadata(meta) or None)
+        icps = tuple(self.interceptors)
+        if not all(isinstance(i, Interceptor) for i in icps):
+            raise TypeError("interceptors must be easyrpc.interceptors.Interceptor instances")
+        object.__setattr__(self, "interceptors", icps)
 
 
 def _positive(value: Any) -> bool:

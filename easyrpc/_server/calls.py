@@ -20,6 +20,7 @@ from .. import _protocol as proto
 from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import ArgumentError, SerializationError
+from ..interceptors import current_call, info_of, observe, refusal
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
 
 if TYPE_CHECKING:
@@ -48,17 +49,34 @@ class Calls:
         """Run a call the session admitted (its id is reserved)."""
         conn = self.conn
         task: CallTask | StreamTask
-        if reg.kind in ("sync", "async", "builtin", "remote"):
+        stream = reg.kind not in ("sync", "async", "builtin", "remote")
+        if not stream:
             task = CallTask()
         else:
             credit = SendCredit(msg.window, conn.server.stream_window_max)
             task = StreamTask(conn, msg.id, None, reg.kind == "agen", credit, msg.fn)
+        deadline = None if msg.timeout is None else time.monotonic() + msg.timeout
+        task.scope = [conn, msg, deadline, stream, None]  # call_context() builds its CallInfo if asked
         with conn._lock:
             conn._session.started(msg.id, task)
+        if conn.server.interceptors and not self._observe(msg, task):
+            return
         try:
             self._dispatch(msg, reg, task)
         except PoolClosed:  # the server closed its pool and loop meanwhile
             conn.finish(msg.id, task, refused_at_shutdown(msg.id))
+
+    def _observe(self, msg: proto.Call, task: CallTask | StreamTask) -> bool:
+        """Run the server's interceptors' ``before`` hooks; False if one refused the call."""
+        info = task.scope = info_of(task.scope)
+        try:
+            task.obs = observe(self.conn.server.interceptors, info)
+        except Exception as exc:  # noqa: BLE001 - a refusal, or an interceptor's bug: the caller is told
+            self.conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(*refusal(exc))))
+            return False
+        if info.metadata != (msg.metadata or {}):
+            msg.metadata = info.metadata  # added by an interceptor: a relayed call passes it on
+        return True
 
     def _dispatch(self, msg: proto.Call, reg: Any, task: CallTask | StreamTask) -> None:
         conn = self.conn
@@ -135,6 +153,7 @@ class Calls:
                 conn.finish(call_id, task, refused_argument(call_id, exc))
                 return
         payload: proto.Encoded | None = None
+        scope = current_call.set(task.scope)
         started = time.perf_counter()
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
@@ -142,6 +161,7 @@ class Calls:
             payload = conn.failure(call_id, exc)
         finally:
             pace.record(time.perf_counter() - started)
+            current_call.reset(scope)
             if payload is None:  # SystemExit or the like: the caller still gets an answer
                 payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
             conn.finish(call_id, task, payload)
@@ -151,6 +171,7 @@ class Calls:
     ) -> None:
         conn = self.conn
         fn = reg.func
+        current_call.set(task.scope)  # this call's task's own context
         try:
             if reg.plan is not None:
                 args, kwargs = reg.plan(args, kwargs)

@@ -27,6 +27,7 @@ from .. import _protocol as proto
 from .._core.close_codes import INVALID_UTF8, NORMAL
 from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
+from ..exceptions import ProtocolError, RemoteError
 from .calls import Calls
 from .conn_io import ConnectionIO
 from .handshake import Stop
@@ -36,6 +37,20 @@ if TYPE_CHECKING:
     from ..server import EasyRpcServer
 
 __all__ = ["ServerConnection"]
+
+_FAILURE_PREFIX = b'{"k":"err"'  # how _protocol.encode_failure's messages begin
+
+
+def failure_of(payload: proto.Encoded) -> RemoteError | None:
+    """The error in a reply built by ``encode_failure`` (None for any other message): what
+    the server's interceptors are told a call ended with. (A message with binary parts is
+    never a failure.)"""
+    if not isinstance(payload, bytes) or not payload.startswith(_FAILURE_PREFIX):
+        return None
+    try:
+        return proto.error_from_wire(proto.load(payload).get("e"))
+    except ProtocolError:
+        return None
 
 
 class ServerConnection(ConnectionIO):
@@ -148,6 +163,11 @@ class ServerConnection(ConnectionIO):
     # --- calls in flight ---------------------------------------------------------------
     def finish(self, call_id: int, task: CallTask | StreamTask, payload: proto.Encoded | None) -> None:
         """A call or stream ended: forget it and send its last message, if still wanted."""
+        if task.obs is not None:  # the server's interceptors see how it ended
+            if payload is None or task.cancelled:
+                task.obs.end(None, True)
+            else:
+                task.obs.end(failure_of(payload))
         with self._lock:
             if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
@@ -165,6 +185,8 @@ class ServerConnection(ConnectionIO):
                     self._idle.notify_all()
         if task is not None:
             task.cancel()
+            if task.obs is not None:
+                task.obs.end(None, True)
 
     def _abandon_all(self) -> None:
         """The peer is gone: cancel what can be cancelled, close every generator."""
@@ -176,6 +198,8 @@ class ServerConnection(ConnectionIO):
                 self._idle.notify_all()
         for task in tasks:
             task.cancel()
+            if task.obs is not None:
+                task.obs.end(None, True)
 
     # --- introspection and shutdown ----------------------------------------------------
     @property

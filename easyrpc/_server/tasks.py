@@ -16,6 +16,7 @@ from .. import _protocol as proto
 from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import SerializationError
+from ..interceptors import Observed, current_call
 
 if TYPE_CHECKING:
     from .connection import ServerConnection
@@ -75,11 +76,15 @@ def refused_at_shutdown(call_id: int) -> bytes:
 class CallTask:
     """A plain or async call in flight."""
 
-    __slots__ = ("future", "cancelled")
+    # scope: what call_context() reads while the function runs; obs: the call's
+    # interceptors at work (None: the server has none)
+    __slots__ = ("future", "cancelled", "scope", "obs")
 
     def __init__(self) -> None:
         self.future: Future[Any] | None = None
         self.cancelled = False
+        self.scope: Any = None
+        self.obs: Observed | None = None
 
     def cancel(self) -> None:
         self.cancelled = True  # a plain call still queued for a worker will not start
@@ -108,6 +113,8 @@ class StreamTask:
         self.finished = False
         self.cancelled = False
         self.future: Future[Any] | None = None
+        self.scope: Any = None  # what call_context() reads while the generator runs
+        self.obs: Observed | None = None  # the stream's interceptors at work
 
     def start(self) -> None:
         with self.lock:
@@ -178,6 +185,7 @@ class StreamTask:
     def _pump_sync(self) -> None:
         try:
             while self._take():
+                scope = current_call.set(self.scope)
                 try:
                     item = next(self.gen)
                 except StopIteration:
@@ -186,6 +194,8 @@ class StreamTask:
                 except function_errors() as exc:  # the function's error goes to its caller
                     self._finish(self.conn.failure(self.id, exc))
                     return
+                finally:
+                    current_call.reset(scope)
                 self.conn.send(self._item(item))
             if self.cancelled:
                 self.gen.close()
@@ -198,6 +208,7 @@ class StreamTask:
             self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
 
     async def _pump_async(self) -> None:
+        current_call.set(self.scope)  # this pump's task's own context
         try:
             while self._take():
                 try:

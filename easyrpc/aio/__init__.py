@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
+from .._client.observed import open_stream, start_observed
 from .._client.options import ClientOptions, client_options
 from .._proxy_base import ProxyBase, engine_of, make_function
 from .._signature import FunctionSpec, wire_from_bound
@@ -151,39 +152,60 @@ class EasyRpcProxy(ProxyBase):
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine)
 
-    def _build(self, spec: FunctionSpec, timeout: float | None) -> Callable[..., Any]:
+    def _build(self, spec: FunctionSpec, timeout: float | None,
+               metadata: dict[str, str] | None = None) -> Callable[..., Any]:
         engine = self._engine
+        icps = engine.options.interceptors
+        name = spec.name
+        variants = self._variants(spec, timeout, metadata)
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> AsyncRemoteIterator:
-                return AsyncRemoteIterator(engine.calls.open_stream(spec.name, *wire_from_bound(spec, args, kwargs), timeout))
+                return AsyncRemoteIterator(open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata))
 
-            return make_function(spec, stream, with_timeout=lambda t: self._build(spec, t))
+            return make_function(spec, stream, **variants)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
-            loop = asyncio.get_running_loop()
-            item = LoopCall(engine, loop, loop_inbox(loop))  # this loop reads the reply
-            engine.calls.submit(item, spec.name, wargs, wkwargs, timeout, send=False)
+            if not icps:
+                return await self._call(name, wargs, wkwargs, timeout, metadata)
+            obs, meta = start_observed(engine, name, metadata, False, timeout)
             try:
-                if len(item.payload) < _SEND_OFF_LOOP:
-                    if self._outbox or engine.in_flight > 1:
-                        self._queue_send(loop, item)
-                    else:  # a lone call goes out at once: one turn of the loop less per call
-                        self._send_now(loop, [item])
-                        # Once the tasks ready now have run (a gather's other calls among
-                        # them), poll for the reply if this call is still alone in flight.
-                        if engine.busy_policy is not None:
-                            loop.call_soon(engine.role.poll_in_loop, loop)
-                else:  # writing megabytes would stall the event loop: write on a helper thread
-                    await _off_loop(lambda: engine.calls.send_items((item,)), "send")
-                    engine.role.read_in_loop(loop)
-                return await item.future
+                result = await self._call(name, wargs, wkwargs, timeout, meta)
             except asyncio.CancelledError:
-                item.cancel()  # the awaiting task was cancelled: so is the call, on the server too
+                obs.end(None, True)
                 raise
+            except BaseException as exc:
+                obs.end(exc)
+                raise
+            obs.end()
+            return result
 
-        return make_function(spec, call, with_timeout=lambda t: self._build(spec, t))
+        return make_function(spec, call, **variants)
+
+    async def _call(self, name: str, wargs: list[Any], wkwargs: dict[str, Any], timeout: float | None,
+                    metadata: dict[str, str] | None) -> Any:
+        engine = self._engine
+        loop = asyncio.get_running_loop()
+        item = LoopCall(engine, loop, loop_inbox(loop))  # this loop reads the reply
+        engine.calls.submit(item, name, wargs, wkwargs, timeout, send=False, metadata=metadata)
+        try:
+            if len(item.payload) < _SEND_OFF_LOOP:
+                if self._outbox or engine.in_flight > 1:
+                    self._queue_send(loop, item)
+                else:  # a lone call goes out at once: one turn of the loop less per call
+                    self._send_now(loop, [item])
+                    # Once the tasks ready now have run (a gather's other calls among
+                    # them), poll for the reply if this call is still alone in flight.
+                    if engine.busy_policy is not None:
+                        loop.call_soon(engine.role.poll_in_loop, loop)
+            else:  # writing megabytes would stall the event loop: write on a helper thread
+                await _off_loop(lambda: engine.calls.send_items((item,)), "send")
+                engine.role.read_in_loop(loop)
+            return await item.future
+        except asyncio.CancelledError:
+            item.cancel()  # the awaiting task was cancelled: so is the call, on the server too
+            raise
 
     def _queue_send(self, loop: asyncio.AbstractEventLoop, item: LoopCall) -> None:
         # Calls started in one turn of the event loop (a gather of 64, say) go out
