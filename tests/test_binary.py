@@ -265,6 +265,26 @@ def test_concurrent_binary_calls_never_mix_their_parts(binary_server: Any) -> No
         assert [f.result(20) for f in futures] == [[b, i] for i, b in enumerate(blobs)]
 
 
+def test_big_replies_in_a_row_never_wait_for_the_servers_timer() -> None:
+    """A big reply written by the hub pauses reading that connection until it is sent; the
+    send's end resumes reading at once, not the next timer sweep (1 s). The server runs in
+    a process of its own: in this one, the client's own hub peers would sweep it sooner."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(os.getcwd()), os.environ.get("PYTHONPATH", "")]))
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, "clear"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().strip())
+        with EasyRpcProxy.create("127.0.0.1", port, "/ws/test", server_secret=SECRET, timeout=20) as p:
+            blob = b"b" * (12 << 20)  # a reply far over the 4 MiB queue limit
+            start = time.monotonic()
+            for _ in range(8):  # from the third, calls run on the hub, which writes the reply
+                assert p.echo(blob) == blob
+            assert time.monotonic() - start < 3.0  # was over 5 s: each late call waited for the sweep
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _call_frame(header: dict[str, Any], *parts: bytes, length: int | None = None) -> bytes:
     return _container({"k": "call", "f": "echo", "kw": {}} | header, *parts, length=length)
 

@@ -25,6 +25,7 @@ import pytest
 
 import easyrpc
 import easyrpc._core
+from easyrpc._core import masking
 from easyrpc._core.close_codes import CLOSE_CODES
 from easyrpc._core.frames import (
     BIG_FRAME,
@@ -178,6 +179,22 @@ def test_apply_mask_is_its_own_inverse() -> None:
     assert apply_mask(b"abcd", apply_mask(b"abcd", data)) == data
     assert apply_mask(b"abcd", data) == mask_bytes(data, b"abcd")
     assert apply_mask(b"abcd", b"") == b""
+
+
+def test_the_c_mask_and_the_integer_mask_agree_on_every_length_and_buffer() -> None:
+    """websockets' C XOR, where installed, gives what the big-integer fallback gives, for
+    bytes, bytearrays, memoryviews and mappings, at any length and offset."""
+    pytest.importorskip("websockets.speedups")
+    assert masking._c_mask is not None  # loaded without importing the websockets package
+    key = os.urandom(4)
+    for n in [*range(0, 40), 1001, MASK_CHUNK + 3]:
+        data = os.urandom(n)
+        mapped = mmap.mmap(-1, n + 8) if n else bytearray(8)
+        mapped[3:3 + n] = data
+        expected = masking._mask_with_ints(key, data)
+        assert expected == mask_bytes(data, key)
+        for buf in (data, bytearray(data), memoryview(data), memoryview(mapped)[3:3 + n]):
+            assert apply_mask(key, buf) == expected
 
 
 def test_many_frames_in_one_feed_all_come_out_in_order() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .systems import FLOOR, ORIGINAL, OURS, OURS_AIO, SYSTEMS, WORKLOADS, Workload
+from .systems import FLOOR, GRPC, ORIGINAL, OURS, OURS_AIO, SYSTEMS, WORKLOADS, Workload
 
 # raw[system][run] = {workload: result}; a result has "status" ("ok", "n/a", "error",
 # "timeout", "skipped") and, when ok, the workload's metric fields.
@@ -124,6 +124,9 @@ def targets(raw: Raw) -> list[Target]:
         add("64 in flight vs original 8 tasks", ours, (ours, "inflight64"), (ORIGINAL, "threads8"), ">= 1.5x",
             lambda v: v >= 1.5)
         add("10 MB echo time vs floor", ours, (ours, "echo10mb"), (FLOOR, "echo10mb"), "<= 1.2x", lambda v: v <= 1.2)
+        add("10 MB bytes echo time vs gRPC", ours, (ours, "bytes10mb"), (GRPC, "bytes10mb"), "<= 1.2x",
+            lambda v: v <= 1.2)
+        add("10 MB str echo vs gRPC", ours, (ours, "echo10mb"), (GRPC, "echo10mb"), "<= 1.2x", lambda v: v <= 1.2)
     return out
 
 

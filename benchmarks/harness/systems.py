@@ -34,6 +34,7 @@ FLOOR = "floor"
 OURS = "easyrpc"
 OURS_AIO = "easyrpc-aio"
 ORIGINAL = "original"
+GRPC = "grpc"
 
 SYSTEMS: tuple[System, ...] = (
     System(FLOOR, "transport floor (flask-sock echo + websocket-client)", "floor.py", None, dist="flask-sock"),
@@ -43,7 +44,7 @@ SYSTEMS: tuple[System, ...] = (
     System("rpyc", "RPyC", "rpyc_bench.py", "rpyc", dist="rpyc"),
     System("pyro5", "Pyro5", "pyro5_bench.py", "pyro5", dist="Pyro5"),
     System("xmlrpc", "xmlrpc (stdlib)", "xmlrpc_bench.py", None),
-    System("grpc", "gRPC (sync, generic handlers, JSON)", "grpc_bench.py", "grpc", dist="grpcio"),
+    System(GRPC, "gRPC (sync, generic handlers, JSON)", "grpc_bench.py", "grpc", dist="grpcio"),
 )
 
 
@@ -61,6 +62,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("threads8", "8 threads (async: 8 tasks), one proxy", "calls_per_s", "calls/s", True),
     Workload("inflight64", "64 calls in flight from one thread", "calls_per_s", "calls/s", True),
     Workload("echo10mb", "10 MB string echo", "seconds", "s/round trip", False),
+    Workload("bytes10mb", "10 MB bytes echo", "seconds", "s/round trip", False),
     Workload("gen100k", "100,000-item generator", "items_per_s", "items/s", True),
     Workload("deep1000", "depth-1,000 nested list echo", "seconds", "s/round trip", False),
 )
@@ -68,7 +70,7 @@ WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 
 # Seconds a client may spend on one workload before it is killed and "timeout" recorded.
 TIMEOUTS: dict[str, dict[str, float]] = {
-    "quick": {"seq": 30, "threads8": 30, "inflight64": 30, "echo10mb": 20, "gen100k": 60, "deep1000": 30},
-    "full": {"seq": 90, "threads8": 90, "inflight64": 90, "echo10mb": 30, "gen100k": 180, "deep1000": 60},
+    "quick": {"seq": 30, "threads8": 30, "inflight64": 30, "echo10mb": 20, "bytes10mb": 20, "gen100k": 60, "deep1000": 30},
+    "full": {"seq": 90, "threads8": 90, "inflight64": 90, "echo10mb": 30, "bytes10mb": 30, "gen100k": 180, "deep1000": 60},
 }
 STARTUP_TIMEOUT = 30.0  # a server listening / a client connected

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from typing import Any
 
-WORKLOADS: tuple[str, ...] = ("seq", "threads8", "inflight64", "echo10mb", "gen100k", "deep1000")
+WORKLOADS: tuple[str, ...] = ("seq", "threads8", "inflight64", "echo10mb", "bytes10mb", "gen100k", "deep1000")
 THREADS = 8
 IN_FLIGHT = 64
 SMALL_RESULT = {"good_func_a": [1, 5, 7]}
@@ -67,6 +67,19 @@ def emit(event: str, workload: str, **fields: Any) -> None:
 
 def big_string() -> str:
     return "x" * BIG_SIZE
+
+
+def big_bytes() -> bytes:
+    """10 MB of every byte value (no system may get away with text)."""
+    return (bytes(range(256)) * (BIG_SIZE // 256 + 1))[:BIG_SIZE]
+
+
+NO_BYTES = "bytes echo measured for easyrpc, the floor and gRPC only"
+
+
+def _check_big(reply: Any, payload: Any) -> None:
+    if type(reply) is not type(payload) or reply != payload:
+        raise AssertionError(f"echoed a {type(reply).__name__} of {len(reply)}, not the {len(payload)} sent")
 
 
 def nested_list(depth: int = DEEP) -> list[Any]:
@@ -134,6 +147,10 @@ class SyncDriver:
     def echo(self, value: Any) -> Any:
         raise NotImplementedError
 
+    def echo_bytes(self, value: bytes) -> bytes:
+        """Echo raw bytes as the system's own binary type (no base64 by hand)."""
+        raise NotApplicable(NO_BYTES)
+
     def gen(self, n: int) -> Iterable[Any]:
         raise NotApplicable("no streaming of generators")
 
@@ -198,15 +215,14 @@ def _sync_workload(driver: SyncDriver, workload: str, scale: Scale) -> dict[str,
         for _ in range(scale.inflight_batches):
             driver.small_batch(IN_FLIGHT)
         return {"calls_per_s": IN_FLIGHT * scale.inflight_batches / (time.perf_counter() - start)}
-    if workload == "echo10mb":
-        payload = big_string()
+    if workload in ("echo10mb", "bytes10mb"):
+        payload, echo = (big_string(), driver.echo) if workload == "echo10mb" else (big_bytes(), driver.echo_bytes)
         times = []
         for _ in range(scale.big_trips):
             start = time.perf_counter()
-            reply = driver.echo(payload)
+            reply = echo(payload)
             times.append(time.perf_counter() - start)
-            if len(reply) != len(payload):
-                raise AssertionError(f"echoed {len(reply)} characters, not {len(payload)}")
+            _check_big(reply, payload)
         return {"seconds": sorted(times)[len(times) // 2], "n": len(times)}
     if workload == "gen100k":
         start = time.perf_counter()
@@ -245,6 +261,10 @@ class AsyncDriver:
 
     async def echo(self, value: Any) -> Any:
         raise NotImplementedError
+
+    async def echo_bytes(self, value: bytes) -> bytes:
+        """Echo raw bytes as the system's own binary type (no base64 by hand)."""
+        raise NotApplicable(NO_BYTES)
 
     async def gen(self, n: int) -> AsyncIterator[Any]:
         raise NotApplicable("no streaming of generators")
@@ -288,15 +308,14 @@ async def _async_workload(driver: AsyncDriver, workload: str, scale: Scale) -> d
             await asyncio.gather(*(driver.small() for _ in range(IN_FLIGHT)))
         return {"calls_per_s": IN_FLIGHT * scale.inflight_batches / (time.perf_counter() - start),
                 "note": f"asyncio.gather of {IN_FLIGHT}"}
-    if workload == "echo10mb":
-        payload = big_string()
+    if workload in ("echo10mb", "bytes10mb"):
+        payload, echo = (big_string(), driver.echo) if workload == "echo10mb" else (big_bytes(), driver.echo_bytes)
         times = []
         for _ in range(scale.big_trips):
             start = time.perf_counter()
-            reply = await driver.echo(payload)
+            reply = await echo(payload)
             times.append(time.perf_counter() - start)
-            if len(reply) != len(payload):
-                raise AssertionError(f"echoed {len(reply)} characters, not {len(payload)}")
+            _check_big(reply, payload)
         return {"seconds": sorted(times)[len(times) // 2], "n": len(times)}
     if workload == "gen100k":
         start = time.perf_counter()

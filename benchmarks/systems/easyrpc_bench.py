@@ -75,6 +75,10 @@ class BlockingDriver(SyncDriver):
     def echo(self, value: Any) -> Any:
         return self.p.echo(value)
 
+    def echo_bytes(self, value: bytes) -> bytes:
+        result: bytes = self.p.echo(value)
+        return result
+
     def gen(self, n: int) -> Iterator[Any]:
         return iter(self.p.gen(n))
 
@@ -101,6 +105,10 @@ class AioDriver(AsyncDriver):
 
     async def echo(self, value: Any) -> Any:
         return await self.p.echo(value)
+
+    async def echo_bytes(self, value: bytes) -> bytes:
+        result: bytes = await self.p.echo(value)
+        return result
 
     async def gen(self, n: int) -> AsyncIterator[Any]:
         it: AsyncIterator[Any] = self.p.gen(n)

@@ -120,6 +120,11 @@ class FloorDriver(SyncDriver):
         self.ws.send(value)
         return self.ws.recv()
 
+    def echo_bytes(self, value: bytes) -> bytes:
+        self.ws.send_binary(value)
+        reply: bytes = self.ws.recv()
+        return reply
+
     def gen(self, n: int) -> Iterator[int]:
         self.ws.send(f"gen:{n}")
         for _ in range(n):

@@ -44,6 +44,11 @@ def loads(data: bytes) -> Any:
     return json.loads(data)
 
 
+def raw(data: bytes) -> bytes:
+    """The bytes echo's (de)serializer: a raw bytes message, as it is."""
+    return data
+
+
 def method(name: str) -> str:
     return f"/{SERVICE}/{name}"
 
@@ -66,6 +71,7 @@ def build_server(port: int, workers: int, options: list[tuple[str, Any]] | None 
         "good_func_a": grpc.unary_unary_rpc_method_handler(good_func_a, request_deserializer=loads,
                                                            response_serializer=dumps),
         "echo": grpc.unary_unary_rpc_method_handler(echo, request_deserializer=loads, response_serializer=dumps),
+        "echo_bytes": grpc.unary_unary_rpc_method_handler(echo, request_deserializer=raw, response_serializer=raw),
         "gen": grpc.unary_stream_rpc_method_handler(gen, request_deserializer=loads, response_serializer=dumps),
     }
     server = grpc.server(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc-worker"),
@@ -115,6 +121,8 @@ def _client_driver() -> Any:
             self._codec_error: BaseException | None = None
             self._echo = self.channel.unary_unary(method("echo"), request_serializer=self._dumps,
                                                   response_deserializer=loads)
+            self._echo_bytes = self.channel.unary_unary(method("echo_bytes"), request_serializer=raw,
+                                                        response_deserializer=raw)
             self._gen = self.channel.unary_stream(method("gen"), request_serializer=dumps, response_deserializer=loads)
 
         def small(self) -> Any:
@@ -146,6 +154,10 @@ def _client_driver() -> Any:
                 cause = self._codec_error
                 detail = f"{exc.code().name}: {exc.details()}"
                 raise RuntimeError(detail + (f" ({type(cause).__name__}: {cause})" if cause else "")) from None
+
+        def echo_bytes(self, value: bytes) -> bytes:
+            reply: bytes = self._echo_bytes(value, timeout=120)
+            return reply
 
         def gen(self, n: int) -> Iterator[Any]:
             return iter(self._gen(n, timeout=600))

@@ -263,15 +263,20 @@ class ConnectionIO(Handshake):
 
     def on_writable(self) -> None:
         self._writer.resume()
+        self._resume_reading()  # at once: a caller's next request must not wait for the timer
 
-    def on_timer(self, now: float) -> None:
-        if self._done.is_set():
-            return
+    def _resume_reading(self) -> None:
+        """(Hub.) Read again once the replies that paused reading have drained."""
         if self._read_paused and self._writer.backlog() < QUEUE_LIMIT:
             self._read_paused = False
             self._set_interest()
             if self._hub is not None:
                 self._hub.pend(self)  # what was received meanwhile waits in the buffer
+
+    def on_timer(self, now: float) -> None:
+        if self._done.is_set():
+            return
+        self._resume_reading()
         if self._closed_at is not None:
             if now - self._closed_at >= CLOSE_WAIT:
                 self._end()  # the peer never answered our close frame
