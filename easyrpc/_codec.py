@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring
 from typing import Any
@@ -60,7 +61,8 @@ _scan_once = _decoder.scan_once  # type: ignore[attr-defined]
 _WHOLE: Any = object()
 
 
-def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False) -> bytes:
+def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False,
+          other: Callable[[Any], tuple[str, Any] | None] | None = None) -> bytes:
     """Encode *obj* as compact UTF-8 JSON; raise :class:`SerializationError` if JSON can't carry it.
 
     *keys_in* is the part of *obj* whose dicts may have keys that are not ``str`` (by
@@ -68,13 +70,14 @@ def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False) -> bytes:
     With *typed*, *obj* is an envelope (a dict): values with a wire form of their own
     (``datetime``, ``UUID``, a dataclass...) are sent as such and marked in it
     (:mod:`easyrpc._values`); without, they are refused like any value JSON can't carry.
+    *other* marks further values (``_values.lower``'s: a client's callables).
     """
     try:
         text = _text(obj)
     except _values.Extended as exc:
         if not typed:
             raise SerializationError(f"cannot encode as JSON: {exc}") from None
-        obj, marks = _values.lower(obj)
+        obj, marks = _values.lower(obj, other)
         if marks:
             obj[_values.MARKS] = marks
         text, keys_in = _text(obj), _WHOLE

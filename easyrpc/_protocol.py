@@ -49,6 +49,7 @@ class Call:
     kwargs: dict[str, Any]
     window: int  # stream credit granted up front (0 for plain calls)
     timeout: float | None = None  # the caller's limit, for servers that forward the call
+    callbacks: list[tuple[Any, Any, int]] | None = None  # (container, key, callback id) of each
 
 
 @dataclass(slots=True)
@@ -147,7 +148,8 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 
 def encode_call(
-    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None
+    call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None,
+    other: Any = None,
 ) -> bytes:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
@@ -155,7 +157,7 @@ def encode_call(
     if timeout is not None:
         msg["t"] = timeout
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
-    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args, typed=True)
+    return _codec.dumps(msg, keys_in=(args, kwargs) if kwargs else args, typed=True, other=other)
 
 
 def encode_result(call_id: int, value: Any) -> bytes:
@@ -307,7 +309,9 @@ def _typed(obj: dict[str, Any], payload: frozenset[str]) -> None:
 def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
     kind = obj.get("k")
     if kind == "call":
+        callbacks = None
         if _MARKS in obj:
+            callbacks = _values.callback_places(obj, _CALL_PAYLOAD)
             _typed(obj, _CALL_PAYLOAD)
         args = obj.get("a", [])
         kwargs = obj.get("kw", {})
@@ -322,7 +326,7 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
         if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 1e9):
             raise ProtocolError("field 't' must be a positive number of seconds")
         return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
-                    float(timeout) if timeout is not None else None)
+                    float(timeout) if timeout is not None else None, callbacks)
     if kind == "cancel":
         return Cancel(_int(obj, "i"))
     if kind == "credit":

@@ -9,6 +9,7 @@
     ├── CallTimeout (TimeoutError)     a call ran past its limit
     ├── SerializationError (TypeError) a value JSON cannot carry
     ├── ArgumentError (TypeError)      an argument does not fit its parameter's annotation
+    ├── CallbackExpired                a client's callback called after its call ended
     └── RemoteError                    the function raised on the server
         ├── FunctionNotFound           no such function in this connection's namespace
         ├── ServerBusy                 the server refused the call (too many in flight)
@@ -33,11 +34,13 @@ __all__ = [
     "ArgumentError",
     "AuthenticationError",
     "CallTimeout",
+    "CallbackExpired",
     "ConnectionLost",
     "EasyRpcError",
     "FunctionNotFound",
     "ProtocolError",
     "RemoteArgumentError",
+    "RemoteCallbackExpired",
     "RemoteError",
     "RemoteSerializationError",
     "SerializationError",
@@ -75,6 +78,14 @@ class ArgumentError(EasyRpcError, TypeError):
     Raised on the server before the function runs; the caller gets a
     :class:`RemoteArgumentError` whose message names the function, the parameter and
     what was wrong.
+    """
+
+
+class CallbackExpired(EasyRpcError):
+    """A callback a client passed was called after the call (or stream) it came with ended.
+
+    Raised on the server, where the callback is called; nothing is sent. A callback the
+    client has already let go of answers with a :class:`RemoteError` of this type.
     """
 
 
@@ -118,6 +129,10 @@ class RemoteSerializationError(RemoteError, SerializationError):
     """
 
 
+class RemoteCallbackExpired(RemoteError, CallbackExpired):
+    """The client no longer had the callback the server called (its call had ended)."""
+
+
 class RemoteArgumentError(RemoteError, ArgumentError):
     """The server refused an argument that does not fit its parameter's annotation.
 
@@ -128,6 +143,7 @@ class RemoteArgumentError(RemoteError, ArgumentError):
 
 _SPECIAL: dict[str, type[RemoteError]] = {
     "ArgumentError": RemoteArgumentError,
+    "CallbackExpired": RemoteCallbackExpired,
     "FunctionNotFound": FunctionNotFound,
     "ServerBusy": ServerBusy,
     "SerializationError": RemoteSerializationError,

@@ -29,6 +29,7 @@ from ._core.close_codes import SHUTTING_DOWN
 from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
+from ._server.callers import Caller, RemoteCallback, caller
 from ._server.loop import LoopThread
 from ._server.registry import Registered, Registry
 from ._spin import DEFAULT_BUSY_POLL, check_window
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from ._links import ServerLink
     from ._server.connection import ServerConnection
 
-__all__ = ["EasyRpcServer"]
+__all__ = ["Caller", "EasyRpcServer", "RemoteCallback", "caller"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")

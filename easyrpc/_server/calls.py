@@ -20,6 +20,7 @@ from .. import _protocol as proto
 from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import ArgumentError, SerializationError
+from .callers import current
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Calls:
     def start(self, msg: proto.Call, reg: Any) -> None:
         """Run a call the session admitted (its id is reserved)."""
         conn = self.conn
+        if msg.callbacks:  # the client's callables among the arguments
+            conn.outgoing.bind(msg)
         task: CallTask | StreamTask
         if reg.kind in ("sync", "async", "builtin", "remote"):
             task = CallTask()
@@ -67,7 +70,8 @@ class Calls:
             conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
-            if self._may_inline(reg.pace):
+            # a call that may wait on its callbacks never holds the hub's leader
+            if not msg.callbacks and self._may_inline(reg.pace):
                 assert conn._hub is not None
                 if not conn._frames.drained():
                     conn._hub.pend(conn)  # should this thread lose the loop, the next leader reads on
@@ -131,6 +135,7 @@ class Calls:
                 conn.finish(call_id, task, refused_argument(call_id, exc))
                 return
         payload: bytes | None = None
+        serving = current.set(conn.outgoing)  # for easyrpc.server.caller()
         started = time.perf_counter()
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
@@ -138,6 +143,7 @@ class Calls:
             payload = conn.failure(call_id, exc)
         finally:
             pace.record(time.perf_counter() - started)
+            current.reset(serving)
             if payload is None:  # SystemExit or the like: the caller still gets an answer
                 payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
             conn.finish(call_id, task, payload)
@@ -147,6 +153,7 @@ class Calls:
     ) -> None:
         conn = self.conn
         fn = reg.func
+        current.set(conn.outgoing)  # this task's own context: for easyrpc.server.caller()
         try:
             if reg.plan is not None:
                 args, kwargs = reg.plan(args, kwargs)
