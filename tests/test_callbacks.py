@@ -325,3 +325,39 @@ def test_100_concurrent_calls_each_calling_back_100_times_all_complete(server: A
 def test_async_origin_functions_await_their_callbacks(server: Any, connect: Any) -> None:
     p = connect(server)
     assert p.aapply(lambda x: x + 1, 41) == 42
+
+
+def test_a_callback_passed_through_a_chain_runs_in_the_client(serve: Any, connect: Any) -> None:
+    """A client of A passes a callback to a function that lives on C, through B's link."""
+    c_app = Flask("c")
+    c_rpc = EasyRpcServer(c_app, "/ws/test", server_secret=SECRET)
+
+    @c_rpc.origin
+    def c_apply(fn: Callable[..., Any], n: int) -> list[Any]:
+        return [fn(i) for i in range(n)]
+
+    @c_rpc.origin
+    def c_raise(fn: Callable[[], Any]) -> str:
+        try:
+            fn()
+        except LookupError as exc:
+            return f"caught {getattr(exc, 'remote_type', '?')}"
+        return "no error"
+
+    c = serve(c_app, c_rpc)
+    b_app = Flask("b")
+    b_rpc = EasyRpcServer(b_app, "/ws/test", server_secret=SECRET)
+    b = serve(b_app, b_rpc)
+    b_rpc.create_server_proxy("127.0.0.1", c.port, "/ws/test", SECRET, max_backoff=0.2)
+    a_app = Flask("a")
+    a_rpc = EasyRpcServer(a_app, "/ws/test", server_secret=SECRET)
+    a = serve(a_app, a_rpc)
+    a_rpc.create_server_proxy("127.0.0.1", b.port, "/ws/test", SECRET, max_backoff=0.2)
+    p = connect(a)
+    assert wait_for(lambda: "c_apply" in p and "c_raise" in p, timeout=5)
+    assert p.c_apply(lambda i: i * 3, 4) == [0, 3, 6, 9]
+
+    def missing() -> None:
+        raise IndexError("gone")
+
+    assert p.c_raise(missing) == "caught IndexError"

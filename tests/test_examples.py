@@ -118,3 +118,20 @@ def test_typed_values_example() -> None:
     assert out[1:] == ["7.00 [{'sku': 'tea', 'qty': 2, 'size': 'l'}]", "True",
                        "ArgumentError: place() argument 'order' at .lines[0].qty: Input should be a valid integer, got str 'two'",
                        "2030-01-01"]
+
+
+def test_progress_example_draws_a_bar_from_the_servers_callbacks() -> None:
+    """A callable argument called back by a long job, and a callback whose answer stops it."""
+    out = _run("progress.py", 0).splitlines()
+    assert out[-2:] == ["finished 10 steps", "stopped after 3 of 10 steps"]
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        assert out[:10] == [f"[{'#' * (2 * i)}{'.' * (20 - 2 * i)}] {i}/10" for i in range(1, 11)]
+
+
+def test_pushes_example_delivers_events_to_subscribers_until_they_leave() -> None:
+    out = _run("pushes.py", 0).splitlines()
+    assert out == ["subscribed to weather", "subscribed to weather", "delivered to 2 subscribers",
+                   "delivered to 1 subscribers", "blocking client: weather: sunny",
+                   "async client: weather: sunny", "blocking client: weather: rain"]
