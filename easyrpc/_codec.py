@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring
 from typing import Any
@@ -71,25 +72,28 @@ def dumps(obj: Any, *, keys_in: Any = _WHOLE, typed: bool = False) -> bytes:
     (:mod:`easyrpc._values`); without, they are refused like any value JSON can't carry.
     Binary values are refused: see :func:`dumps_parts`.
     """
-    data = _dumps(obj, keys_in, typed, None)
+    data = _dumps(obj, keys_in, typed, None, None)
     assert isinstance(data, bytes)
     return data
 
 
-def dumps_parts(obj: Any, *, keys_in: Any = _WHOLE) -> bytes | Packed:
+def dumps_parts(obj: Any, *, keys_in: Any = _WHOLE,
+                other: Callable[[Any], tuple[str, Any] | None] | None = None) -> bytes | Packed:
     """Encode the envelope *obj* like ``dumps(obj, typed=True)``; if it holds binary
     values (``bytes``, ``bytearray``, ``memoryview``), as a :class:`~easyrpc._parts.Packed`
-    message whose parts are views of them, not copies (:mod:`easyrpc._parts`)."""
-    return _dumps(obj, keys_in, True, [])
+    message whose parts are views of them, not copies (:mod:`easyrpc._parts`). *other*
+    marks further values (``_values.lower``'s: a client's callables)."""
+    return _dumps(obj, keys_in, True, [], other)
 
 
-def _dumps(obj: Any, keys_in: Any, typed: bool, parts: list[memoryview] | None) -> bytes | Packed:
+def _dumps(obj: Any, keys_in: Any, typed: bool, parts: list[memoryview] | None,
+           other: Callable[[Any], tuple[str, Any] | None] | None) -> bytes | Packed:
     try:
         text = _text(obj)
     except _values.Extended as exc:
         if not typed:
             raise SerializationError(f"cannot encode as JSON: {exc}") from None
-        obj, marks = _values.lower(obj, parts)
+        obj, marks = _values.lower(obj, parts, other)
         if marks:
             obj[_values.MARKS] = marks
         if parts:

@@ -9,19 +9,26 @@ are named ``easyrpc-worker-N``, and are stopped and joined by :meth:`shutdown`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["PoolClosed", "WorkerPool"]
+__all__ = ["PoolClosed", "WorkerPool", "current_pool"]
 
 T = TypeVar("T")
 log = logging.getLogger("easyrpc.server")
 _STOP: Any = None
+_local = threading.local()  # .pool: the pool whose worker the thread is
+
+
+def current_pool() -> WorkerPool | None:
+    """The pool whose worker runs the current thread, if any."""
+    return getattr(_local, "pool", None)
 
 
 class PoolClosed(RuntimeError):
@@ -40,6 +47,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._backlog = 0  # tasks queued while no worker was idle and none could start
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -50,10 +58,35 @@ class WorkerPool:
             if self._idle > 0:
                 self._idle -= 1  # this task takes an idle worker
             elif len(self._threads) < self._max:
-                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
+                self._start_worker()
+            else:
+                self._backlog += 1
         self._queue.put((fn, args))
+
+    def _start_worker(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """This pool's worker waits on another party (a callback in a client, say): the
+        pool may run one more thread meanwhile, so work that the other party's answer
+        depends on (a call it makes back) is never left queued behind waiting workers.
+        Elsewhere (not on one of this pool's workers), it does nothing."""
+        if getattr(_local, "pool", None) is not self:
+            yield
+            return
+        with self._lock:
+            self._max += 1
+            if self._backlog and len(self._threads) < self._max and not self._closed:
+                self._backlog -= 1
+                self._start_worker()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._max -= 1
 
     def run(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` on a worker and return a future of its result."""
@@ -71,6 +104,7 @@ class WorkerPool:
         return fut
 
     def _work(self) -> None:
+        _local.pool = self
         while True:
             task = self._queue.get()
             if task is None:  # _STOP
@@ -83,7 +117,10 @@ class WorkerPool:
                 # never reach a worker) must not end a thread the pool counts as live.
                 log.exception("a worker task failed")
             with self._lock:
-                self._idle += 1
+                if self._backlog:
+                    self._backlog -= 1  # this worker takes a task that found none idle
+                else:
+                    self._idle += 1
 
     def shutdown(self, deadline: float) -> int:
         """Stop accepting work, drop what is queued, join the workers until *deadline*
@@ -102,6 +139,8 @@ class WorkerPool:
             self._queue.put(_STOP)
         busy = 0
         for thread in threads:
+            if thread is threading.current_thread():
+                continue  # shut down by one of its own tasks: that worker ends after it
             thread.join(max(0.0, deadline - time.monotonic()))
             busy += thread.is_alive()
         return busy

@@ -53,6 +53,7 @@ class Call:
     window: int  # stream credit granted up front (0 for plain calls)
     timeout: float | None = None  # the caller's limit, for servers that forward the call
     metadata: dict[str, str] | None = None  # the call's metadata (``m``), None when it has none
+    callbacks: list[tuple[Any, Any, int]] | None = None  # (container, key, callback id) of each
 
 
 @dataclass(slots=True)
@@ -152,7 +153,7 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 def encode_call(
     call_id: int, fn: str, args: list[Any], kwargs: dict[str, Any], window: int = 0, timeout: float | None = None,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None, other: Any = None,
 ) -> Encoded:
     msg: dict[str, Any] = {"k": "call", "i": call_id, "f": fn, "a": args, "kw": kwargs}
     if window:
@@ -162,7 +163,7 @@ def encode_call(
     if metadata:
         msg["m"] = metadata
     # kwargs' own keys are parameter names (str): only a non-empty one needs a look
-    return _codec.dumps_parts(msg, keys_in=(args, kwargs) if kwargs else args)
+    return _codec.dumps_parts(msg, keys_in=(args, kwargs) if kwargs else args, other=other)
 
 
 def encode_result(call_id: int, value: Any) -> Encoded:
@@ -261,7 +262,9 @@ def _typed(obj: dict[str, Any], payload: frozenset[str]) -> None:
 def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
     kind = obj.get("k")
     if kind == "call":
+        callbacks = None
         if _MARKS in obj:
+            callbacks = _values.callback_places(obj, _CALL_PAYLOAD)
             _typed(obj, _CALL_PAYLOAD)
         args = obj.get("a", [])
         kwargs = obj.get("kw", {})
@@ -277,7 +280,7 @@ def parse_client_obj(obj: dict[str, Any]) -> ClientMessage:
             raise ProtocolError("field 't' must be a positive number of seconds")
         meta = check_metadata(obj["m"], ProtocolError, "field 'm'") if "m" in obj else None
         return Call(_int(obj, "i"), _str(obj, "f", MAX_FN_NAME), args, kwargs, window,
-                    float(timeout) if timeout is not None else None, meta or None)
+                    float(timeout) if timeout is not None else None, meta or None, callbacks)
     if kind == "cancel":
         return Cancel(_int(obj, "i"))
     if kind == "credit":

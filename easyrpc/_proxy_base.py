@@ -8,6 +8,7 @@ ever compiled or evaluated), so arguments bind exactly as for a local call and
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -133,6 +134,29 @@ class ProxyBase:
         self._engine = engine
         self._built: dict[str, tuple[FunctionSpec, Callable[..., Any]]] = {}
         self._built_lock = threading.Lock()
+        self._offer_loop: asyncio.AbstractEventLoop | None = None  # easyrpc.aio: where async ones run
+
+    def offer(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Let the server call *fn* (by *name*, default its ``__name__``) until the proxy closes.
+
+        ``@p.offer``, ``@p.offer(name='on_event')`` or ``p.offer(fn)``; returns *fn*
+        unchanged. On the server, an origin function gets ``easyrpc.server.caller()``
+        and calls ``caller.on_event(...)``, now or later (a subscription's pushes). The
+        server can call nothing else of this client. Plain functions run on the proxy's
+        callback threads; with ``easyrpc.aio``, ``async def`` ones on the proxy's loop.
+        """
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            key = name if name is not None else getattr(func, "__name__", None)
+            if not isinstance(key, str) or not key:
+                raise ValueError("an offered function needs a name")
+            self._engine.callbacks.offer(key, func, self._offer_loop)
+            return func
+
+        return register if fn is None else register(fn)
+
+    def withdraw(self, name: str) -> bool:
+        """Stop offering the function *name* (later calls of it fail on the server); False if not offered."""
+        return self._engine.callbacks.withdraw(name)
 
     def _build(self, spec: FunctionSpec, timeout: float | None,
                metadata: dict[str, str] | None = None) -> Callable[..., Any]:

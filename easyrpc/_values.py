@@ -28,10 +28,11 @@ from typing import Any
 from ._parts import as_part
 from .exceptions import ProtocolError, SerializationError
 
-__all__ = ["MARKS", "BYTES", "lower", "raise_marked", "Extended"]
+__all__ = ["MARKS", "BYTES", "CALLBACK", "lower", "raise_marked", "callback_places", "Extended"]
 
 MARKS = "x"  # the envelope key of the marks
 BYTES = "bytes"  # the tag of binary values: each travels as its part's index (:mod:`easyrpc._parts`)
+CALLBACK = "callback"  # the tag of a client's callable among a call's arguments (easyrpc._core.callbacks)
 _BINARY = (bytes, bytearray, memoryview)
 
 
@@ -131,13 +132,15 @@ def key_text(key: Any) -> str:
     raise SerializationError(f"cannot encode as JSON: keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
-def lower(obj: Any, parts: list[memoryview] | None = None) -> tuple[Any, dict[str, list[list[Any]]]]:
+def lower(obj: Any, parts: list[memoryview] | None = None,
+          other: Callable[[Any], tuple[str, Any] | None] | None = None) -> tuple[Any, dict[str, list[list[Any]]]]:
     """A JSON-only copy of *obj* and the marks of the typed values in it.
 
     Binary values (``bytes``, ``bytearray``, ``memoryview``) are appended to *parts*
     (views, not copies) and replaced by their index; without *parts* they are refused.
     Iterative (any depth). Raises :class:`SerializationError` for a value that has no
-    wire form or a circular reference.
+    wire form or a circular reference. *other* gives the (tag, wire form) of values
+    that are neither typed values nor records (a client's callables), or None.
     """
     marks: dict[str, list[list[Any]]] = {}
     path: list[Any] = []  # the steps to the innermost container being copied
@@ -168,6 +171,11 @@ def lower(obj: Any, parts: list[memoryview] | None = None) -> tuple[Any, dict[st
                     break
                 is_record, data = _record(value)
                 if not is_record:
+                    extra = other(value) if other is not None else None
+                    if extra is not None:
+                        tag, value = extra
+                        marks.setdefault(tag, []).append(path + [step] if step is not None else list(path))
+                        break
                     raise SerializationError(
                         f"cannot encode as JSON: Object of type {t.__name__} is not JSON serializable")
                 value = data
@@ -258,3 +266,30 @@ def _step(parent: Any, step: Any) -> tuple[Any, Any, Any]:
     elif type(parent) is list and type(step) is int and 0 <= step < len(parent):
         return parent[step], parent, step
     raise ProtocolError(f"a path in field {MARKS!r} leads nowhere (at {str(step)[:50]!r})")
+
+
+def callback_places(obj: dict[str, Any], roots: frozenset[str]) -> list[tuple[Any, Any, int]] | None:
+    """Take the ``callback`` marks out of a decoded ``call``'s marks: for each, the
+    container, the key and the callback id found there (None: there are none).
+
+    Each path must start at one of *roots* and lead to an integer id below 2**53;
+    anything else is a :class:`ProtocolError`. The typed values' marks stay.
+    """
+    marks = obj.get(MARKS)
+    if not isinstance(marks, dict) or CALLBACK not in marks:
+        return None
+    paths = marks.pop(CALLBACK)
+    if not isinstance(paths, list) or not paths:
+        raise ProtocolError("the paths of callbacks must be a non-empty array")
+    places: list[tuple[Any, Any, int]] = []
+    for p in paths:
+        if not isinstance(p, list) or len(p) < 2 or p[0] not in roots:
+            raise ProtocolError("a callback path must start at a call's arguments")
+        parent: Any = obj
+        for step in p[:-1]:
+            parent = _step(parent, step)[0]
+        value, parent, last = _step(parent, p[-1])
+        if type(value) is not int or not 0 <= value < 2**53:
+            raise ProtocolError("a callback travels as an integer id")
+        places.append((parent, last, value))
+    return places

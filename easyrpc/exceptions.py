@@ -10,6 +10,7 @@
     ├── SerializationError (TypeError) a value JSON cannot carry
     ├── ArgumentError (TypeError)      an argument does not fit its parameter's annotation
     ├── CallRefused                    an interceptor refused the call (raised by it, or locally)
+    ├── CallbackExpired                a client's callback called after its call ended
     └── RemoteError                    the function raised on the server
         ├── FunctionNotFound           no such function in this connection's namespace
         ├── ServerBusy                 the server refused the call (too many in flight)
@@ -36,12 +37,14 @@ __all__ = [
     "AuthenticationError",
     "CallRefused",
     "CallTimeout",
+    "CallbackExpired",
     "ConnectionLost",
     "EasyRpcError",
     "FunctionNotFound",
     "ProtocolError",
     "RemoteArgumentError",
     "RemoteCallRefused",
+    "RemoteCallbackExpired",
     "RemoteError",
     "RemoteSerializationError",
     "SerializationError",
@@ -91,6 +94,14 @@ class CallRefused(EasyRpcError):
     """
 
 
+class CallbackExpired(EasyRpcError):
+    """A callback a client passed was called after the call (or stream) it came with ended.
+
+    Raised on the server, where the callback is called; nothing is sent. A callback the
+    client has already let go of answers with a :class:`RemoteError` of this type.
+    """
+
+
 class RemoteError(EasyRpcError):
     """The remote function raised an exception.
 
@@ -131,6 +142,10 @@ class RemoteSerializationError(RemoteError, SerializationError):
     """
 
 
+class RemoteCallbackExpired(RemoteError, CallbackExpired):
+    """The client no longer had the callback the server called (its call had ended)."""
+
+
 class RemoteArgumentError(RemoteError, ArgumentError):
     """The server refused an argument that does not fit its parameter's annotation.
 
@@ -150,6 +165,7 @@ class RemoteCallRefused(RemoteError, CallRefused):
 _SPECIAL: dict[str, type[RemoteError]] = {
     "CallRefused": RemoteCallRefused,
     "ArgumentError": RemoteArgumentError,
+    "CallbackExpired": RemoteCallbackExpired,
     "FunctionNotFound": FunctionNotFound,
     "ServerBusy": ServerBusy,
     "SerializationError": RemoteSerializationError,

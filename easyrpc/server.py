@@ -29,6 +29,7 @@ from ._core.close_codes import SHUTTING_DOWN
 from ._handshake import Secret
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
+from ._server.callers import Caller, RemoteCallback, caller
 from ._server.loop import LoopThread
 from ._server.registry import Registered, Registry
 from ._spin import DEFAULT_BUSY_POLL, check_window
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ._links import ServerLink
     from ._server.connection import ServerConnection
 
-__all__ = ["CallInfo", "EasyRpcServer", "Interceptor", "Outcome", "call_context"]
+__all__ = ["CallInfo", "Caller", "EasyRpcServer", "Interceptor", "Outcome", "RemoteCallback", "call_context", "caller"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")

@@ -417,8 +417,8 @@ def test_the_core_has_the_modules_we_check() -> None:
 @pytest.mark.parametrize("module", list(core_modules()))
 def test_core_module_source_imports_no_io(module: str) -> None:
     """Each core module's own imports: no I/O package, and inside easyrpc only the core,
-    the exception tree and the message codec (``_protocol``, ``_codec``: sans-I/O too,
-    checked by tests/test_core.py)."""
+    the exception tree and the message codec (``_protocol``, ``_codec``, ``_values``:
+    sans-I/O too, checked by tests/test_core.py)."""
     root = pathlib.Path(easyrpc.__file__).parent.parent
     path = root.joinpath(*module.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
@@ -438,7 +438,7 @@ def test_core_module_source_imports_no_io(module: str) -> None:
                 imported.add(node.module or "")
     assert not {name.split(".")[0] for name in imported} & FORBIDDEN
     inside = {name for name in imported if name.split(".")[0] == "easyrpc"}
-    allowed = {"easyrpc.exceptions", "easyrpc._protocol", "easyrpc._codec", "easyrpc._parts"}
+    allowed = {"easyrpc.exceptions", "easyrpc._protocol", "easyrpc._codec", "easyrpc._parts", "easyrpc._values"}
     assert all(name.startswith("easyrpc._core") or name in allowed for name in inside), inside
 
 

@@ -125,3 +125,20 @@ def test_authorization_example() -> None:
     out = _run("authorization.py", 0).splitlines()
     assert out == ["balance for ann: 100", "refused: role 'reader' may not call reset", "reset done",
                    "ann balance -> ok", "ann reset -> CallRefused", "ann reset -> ok"]
+
+
+def test_progress_example_draws_a_bar_from_the_servers_callbacks() -> None:
+    """A callable argument called back by a long job, and a callback whose answer stops it."""
+    out = _run("progress.py", 0).splitlines()
+    assert out[-2:] == ["finished 10 steps", "stopped after 3 of 10 steps"]
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        assert out[:10] == [f"[{'#' * (2 * i)}{'.' * (20 - 2 * i)}] {i}/10" for i in range(1, 11)]
+
+
+def test_pushes_example_delivers_events_to_subscribers_until_they_leave() -> None:
+    out = _run("pushes.py", 0).splitlines()
+    assert out == ["subscribed to weather", "subscribed to weather", "delivered to 2 subscribers",
+                   "delivered to 1 subscribers", "blocking client: weather: sunny",
+                   "async client: weather: sunny", "blocking client: weather: rain"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -32,6 +33,7 @@ from .._signature import FunctionSpec
 from .._spin import BusyPoll, busy_policy
 from .._transport import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, frame_bytes
 from ..exceptions import ConnectionLost
+from .callbacks import Callbacks
 from .calls import BlockingCall, LoopCall, SettledOnce, settle
 from .dispatch import dispatcher
 from .inbound import Inbound
@@ -75,6 +77,7 @@ class Engine:
         self.role = ReadingRole(self)
         self.inbound = Inbound(self)
         self.reader = ReaderThread(self)  # reads a TLS connection, or reconnects
+        self.callbacks = Callbacks(self)  # what the server may call: callbacks, offered functions
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -102,6 +105,7 @@ class Engine:
             link.hub_reader.detach()
             self.role.reader_gone()
         self.calls.fail_all(ConnectionLost("the proxy is closed"), include_unsent=True)
+        self.callbacks.close(time.monotonic() + 2.0)
         self.dispatch.join_if_idle(5.0)  # it ends with the process's last proxy
         hub().join_if_idle(5.0)  # so do the hub's threads, with the last connection of any kind
         if link is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import websocket
 
 from .. import _protocol as proto
+from .._core.callbacks import Callback, CallbackCancel, parse_server
 from .._core.keepalive import Drop
 from .._core.requests import Reply, reply_of
 from .._signature import FunctionSpec, spec_from_description
@@ -74,7 +75,10 @@ class Inbound:
             if opcode != OP_BINARY:
                 raise ProtocolError("clear-text frame on an encrypted connection")
             data = cipher.open(data)
-        msg = proto.parse_server(data)
+        msg = parse_server(data)
+        if isinstance(msg, (Callback, CallbackCancel)):  # the server calls one of ours
+            self.engine.callbacks.on_message(msg, link)
+            return None
         reply = reply_of(msg)
         if reply is not None:
             self.answer(reply)

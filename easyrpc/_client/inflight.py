@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
 from .._core.requests import RequestTable, call_deadline
-from ..exceptions import CallTimeout, ConnectionLost, EasyRpcError
+from ..exceptions import CallTimeout, ConnectionLost, EasyRpcError, SerializationError
+from .callbacks import waiting_in_callback
 from .calls import BlockingCall, ClientStream, Pending
 
 if TYPE_CHECKING:
@@ -56,9 +57,13 @@ class InFlight:
             if self.table.full:
                 self._wait_for_room(fn, now + (limit if limit is not None else engine.options.connect_timeout))
             call_id = item.id = self.table.add(item)
+        window = item.window if stream else 0  # type: ignore[union-attr]
         try:
-            item.payload = proto.encode_call(call_id, fn, args, kwargs, item.window if stream else 0,  # type: ignore[union-attr]
-                                             None if stream else limit, metadata)
+            try:
+                item.payload = proto.encode_call(call_id, fn, args, kwargs, window, None if stream else limit, metadata)
+            except SerializationError:  # callables among the arguments? (only then looked for)
+                item.payload = engine.callbacks.encode_call(item, call_id, fn, args, kwargs, window,
+                                                            None if stream else limit, metadata)
         except BaseException:
             self.forget(call_id, item, send_cancel=False)
             raise
@@ -135,11 +140,12 @@ class InFlight:
             deadline = None
         else:  # submit set the call's deadline before it waited for room, if it did
             deadline = call.deadline if call.deadline is not None else time.monotonic() + limit
-        if not call.settled:
-            self.engine.role.lead(call, deadline)
-        if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
-            self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
-            call.wait_settled(None)  # settled now: whoever claimed it releases it at once
+        with waiting_in_callback():  # (a callback calling the server: its pool may grow meanwhile)
+            if not call.settled:
+                self.engine.role.lead(call, deadline)
+            if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
+                call.wait_settled(None)  # settled now: whoever claimed it releases it at once
         return call.outcome()
 
     def done(self, call_id: int, item: Pending) -> bool:
@@ -149,6 +155,8 @@ class InFlight:
                 return False
             if self._room_waiters:
                 self._room.notify()
+        if self.engine.callbacks.live:
+            self.engine.callbacks.release(item)
         return True
 
     def forget(self, call_id: int, item: Pending, *, send_cancel: bool) -> None:
@@ -179,6 +187,8 @@ class InFlight:
             failed = self.table.take(None if include_unsent else _unsent)
             self._room.notify_all()
         for it in failed:
+            if self.engine.callbacks.live:
+                self.engine.callbacks.release(it)
             if isinstance(it, ClientStream):
                 it.end(exc)
             else:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, Union
 
 from .. import _protocol as proto
 from ..exceptions import ProtocolError
+from .callbacks import CallbackFailure, CallbackResult, parse_client
 
 __all__ = ["BadText", "Notice", "Run", "Send", "ServerSession"]
 
@@ -55,8 +56,8 @@ class BadText:
     reason: str
 
 
-# a cancel or a credit from the peer is handed on as the message itself
-Action = Union[Run[Any], Send, Notice, proto.Cancel, proto.Credit, BadText, None]
+# a cancel, a credit or an answer to the server's cb is handed on as the message itself
+Action = Union[Run[Any], Send, Notice, proto.Cancel, proto.Credit, CallbackResult, CallbackFailure, BadText, None]
 
 
 class ServerSession(Generic[T, R]):
@@ -76,7 +77,7 @@ class ServerSession(Generic[T, R]):
         obj: Any = None
         try:
             obj = proto.load(plain)
-            msg = proto.parse_client_obj(obj)
+            msg = parse_client(obj)
         except proto.InvalidText as exc:
             return BadText(str(exc))
         except ProtocolError as exc:
@@ -86,7 +87,7 @@ class ServerSession(Generic[T, R]):
             return Notice(f"invalid message: {exc}")
         if isinstance(msg, proto.Call):
             return self._call(msg)
-        if isinstance(msg, (proto.Cancel, proto.Credit)):
+        if isinstance(msg, (proto.Cancel, proto.Credit, CallbackResult, CallbackFailure)):
             return msg
         if isinstance(msg, proto.Ping):
             return Send(proto.encode("pong", t=msg.token))

@@ -21,6 +21,7 @@ from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import ArgumentError, SerializationError
 from ..interceptors import current_call, info_of, observe, refusal
+from .callers import current
 from .tasks import CallPace, CallTask, StreamTask, function_errors, refused_at_shutdown
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Calls:
     def start(self, msg: proto.Call, reg: Any) -> None:
         """Run a call the session admitted (its id is reserved)."""
         conn = self.conn
+        if msg.callbacks:  # the client's callables among the arguments
+            conn.outgoing.bind(msg)
         task: CallTask | StreamTask
         stream = reg.kind not in ("sync", "async", "builtin", "remote")
         if not stream:
@@ -89,7 +92,8 @@ class Calls:
                 conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
-            if self._may_inline(reg.pace):
+            # a call that may wait on its callbacks never holds the hub's leader
+            if not msg.callbacks and self._may_inline(reg.pace):
                 assert conn._hub is not None
                 if not conn._frames.drained():
                     conn._hub.pend(conn)  # should this thread lose the loop, the next leader reads on
@@ -154,6 +158,7 @@ class Calls:
                 return
         payload: proto.Encoded | None = None
         scope = current_call.set(task.scope)
+        serving = current.set(conn.outgoing)  # for easyrpc.server.caller()
         started = time.perf_counter()
         try:
             payload = self._result(call_id, fn, fn(*args, **kwargs))
@@ -162,6 +167,7 @@ class Calls:
         finally:
             pace.record(time.perf_counter() - started)
             current_call.reset(scope)
+            current.reset(serving)
             if payload is None:  # SystemExit or the like: the caller still gets an answer
                 payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
             conn.finish(call_id, task, payload)
@@ -172,6 +178,7 @@ class Calls:
         conn = self.conn
         fn = reg.func
         current_call.set(task.scope)  # this call's task's own context
+        current.set(conn.outgoing)  # ... and for easyrpc.server.caller()
         try:
             if reg.plan is not None:
                 args, kwargs = reg.plan(args, kwargs)

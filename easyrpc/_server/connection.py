@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from simple_websocket import ConnectionClosed
 
 from .. import _protocol as proto
+from .._core.callbacks import CallbackFailure, CallbackResult
 from .._core.close_codes import INVALID_UTF8, NORMAL
 from .._core.keepalive import Drop, Keepalive
 from .._core.session import BadText, Notice, Run, Send, ServerSession
 from ..exceptions import ProtocolError, RemoteError
+from .callers import Outgoing
 from .calls import Calls
 from .conn_io import ConnectionIO
 from .handshake import Stop
@@ -66,6 +68,7 @@ class ServerConnection(ConnectionIO):
         self._tasks = self._session.tasks
         self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
         self._calls = Calls(self)
+        self.outgoing = Outgoing(self)  # the server's calls to this client: callbacks, pushes
 
     # --- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
@@ -138,6 +141,8 @@ class ServerConnection(ConnectionIO):
             self.send(action.payload)
         elif isinstance(action, Notice):
             self.notice(action.message)
+        elif isinstance(action, (CallbackResult, CallbackFailure)):
+            self.outgoing.settle(action)
         elif isinstance(action, proto.Cancel):
             self._cancel(action.id)
         elif isinstance(action, proto.Credit):
@@ -168,6 +173,8 @@ class ServerConnection(ConnectionIO):
                 task.obs.end(None, True)
             else:
                 task.obs.end(failure_of(payload))
+        if self.outgoing.scopes:  # its callbacks expire first
+            self.outgoing.end(call_id)
         with self._lock:
             if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
@@ -187,9 +194,13 @@ class ServerConnection(ConnectionIO):
             task.cancel()
             if task.obs is not None:
                 task.obs.end(None, True)
+        if self.outgoing.scopes:
+            self.outgoing.end(call_id)
 
     def _abandon_all(self) -> None:
-        """The peer is gone: cancel what can be cancelled, close every generator."""
+        """The peer is gone: cancel what can be cancelled, close every generator; what
+        waits for the client's callbacks fails at once."""
+        self.outgoing.close(f"connection {self.cid} closed")
         with self._lock:
             tasks = [t for t in self._tasks.values() if t is not None]
             for call_id in [k for k, v in self._tasks.items() if not isinstance(v, StreamTask)]:

@@ -17,6 +17,7 @@ from .._core.credit import SendCredit
 from .._pool import PoolClosed
 from ..exceptions import SerializationError
 from ..interceptors import Observed, current_call
+from .callers import current
 
 if TYPE_CHECKING:
     from .connection import ServerConnection
@@ -183,6 +184,7 @@ class StreamTask:
         self.conn.finish(self.id, self, payload)
 
     def _pump_sync(self) -> None:
+        serving = current.set(self.conn.outgoing)  # for easyrpc.server.caller() in the generator
         try:
             while self._take():
                 scope = current_call.set(self.scope)
@@ -206,9 +208,12 @@ class StreamTask:
         except Exception:  # top of a worker task: log, never lose the stream silently
             self.conn.log.exception("stream %s failed", self.id)
             self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
+        finally:
+            current.reset(serving)
 
     async def _pump_async(self) -> None:
         current_call.set(self.scope)  # this pump's task's own context
+        current.set(self.conn.outgoing)
         try:
             while self._take():
                 try:

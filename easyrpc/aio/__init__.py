@@ -129,6 +129,11 @@ class EasyRpcProxy(ProxyBase):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._outbox: list[LoopCall] = []
+        engine.callbacks.use_loops = True  # async def callbacks run on the loop of their call
+        try:
+            self._offer_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._offer_loop = None
 
     @classmethod
     async def create(

@@ -1,0 +1,86 @@
+"""A server pushing events to its subscribers: functions a client offers.
+
+Each client offers ``on_event`` (``@p.offer``) and calls ``subscribe(topic)``; the
+server keeps the caller (``easyrpc.server.caller()``) and, whenever something is
+published, calls each subscriber's ``on_event`` in that client, long after
+``subscribe`` returned, until the client disconnects. One blocking and one asyncio
+client.
+
+Run: python examples/pushes.py
+"""
+
+import asyncio
+import logging
+import threading
+
+from flask import Flask
+from werkzeug.serving import make_server
+
+from easyrpc import ConnectionLost
+from easyrpc.aio import EasyRpcProxy as AsyncProxy
+from easyrpc.proxy import EasyRpcProxy
+from easyrpc.server import EasyRpcServer, caller
+
+app = Flask(__name__)
+rpc = EasyRpcServer(app, '/ws/news', server_secret='abcd1234')
+subscribers = {}  # topic -> the callers of the clients subscribed to it
+lock = threading.Lock()
+
+
+@rpc.origin
+def subscribe(topic):
+    """Receive every event published on *topic* (through the on_event you offer)."""
+    with lock:
+        subscribers.setdefault(topic, []).append(caller())
+    return f'subscribed to {topic}'
+
+
+@rpc.origin
+def publish(topic, event):
+    """Send *event* to every subscriber of *topic*; how many got it."""
+    with lock:
+        targets = list(subscribers.get(topic, ()))
+    delivered = 0
+    for client in targets:
+        try:
+            client.on_event(topic, event)  # runs in that client; returns when it has
+            delivered += 1
+        except ConnectionLost:  # that client has gone: forget it
+            with lock:
+                subscribers[topic].remove(client)
+    return delivered
+
+
+def main():
+    logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no request lines
+    server = make_server('127.0.0.1', 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+
+    seen = []
+    with EasyRpcProxy.create('127.0.0.1', port, '/ws/news', server_secret='abcd1234') as p:
+        @p.offer
+        def on_event(topic, event):
+            seen.append(f'blocking client: {topic}: {event}')
+
+        print(p.subscribe('weather'))
+
+        async def async_client():
+            async with await AsyncProxy.create('127.0.0.1', port, '/ws/news', server_secret='abcd1234') as ap:
+                @ap.offer(name='on_event')
+                async def show(topic, event):
+                    seen.append(f'async client: {topic}: {event}')
+
+                print(await ap.subscribe('weather'))
+                print('delivered to', await ap.publish('weather', 'sunny'), 'subscribers')
+        asyncio.run(async_client())
+        # the async client has gone: only the blocking one is left
+        print('delivered to', p.publish('weather', 'rain'), 'subscribers')
+    for line in seen:
+        print(line)
+    rpc.close()
+    server.shutdown()
+
+
+if __name__ == '__main__':
+    main()

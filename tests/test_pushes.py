@@ -1,0 +1,160 @@
+"""Functions a proxy offers are called by the server whenever it likes, until the
+connection closes: subscriptions and notifications (API §10), through both clients."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from easyrpc import ConnectionLost, FunctionNotFound
+from easyrpc.server import Caller, EasyRpcServer, caller
+
+from .conftest import SECRET, wait_for
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.subscribers: list[Caller] = []
+        self.lock = threading.Lock()
+
+
+def build() -> tuple[Flask, EasyRpcServer, Hub]:
+    app = Flask(__name__)
+    rpc = EasyRpcServer(app, "/ws/test", server_secret=SECRET)
+    subs = Hub()
+
+    @rpc.origin
+    def echo(x: Any) -> Any:
+        return x
+
+    @rpc.origin
+    def subscribe() -> str:
+        c = caller()
+        with subs.lock:
+            subs.subscribers.append(c)
+        return c.connection_id
+
+    @rpc.origin
+    def publish(event: Any) -> list[Any]:
+        with subs.lock:
+            targets = list(subs.subscribers)
+        return [c.on_event(event) for c in targets]
+
+    @rpc.origin
+    async def apublish(event: Any) -> list[Any]:
+        return [await c.call("on_event", event) for c in list(subs.subscribers)]
+
+    @rpc.origin
+    def ask_unknown() -> list[str]:
+        try:
+            caller().call("secret_admin_function", 1)
+        except FunctionNotFound as exc:
+            return [exc.remote_type, str(exc)]
+        return []
+
+    @rpc.origin
+    def gen_pushes(n: int) -> Any:
+        c = caller()
+        for i in range(n):
+            yield c.on_event(i)
+
+    return app, rpc, subs
+
+
+@pytest.fixture
+def server(serve: Any) -> Any:
+    app, rpc, subs = build()
+    served = serve(app, rpc)
+    served.subs = subs
+    return served
+
+
+def _offer_collector(p: Any, connect: Any, got: list[Any], *, use_async: bool = False) -> None:
+    target = p.proxy if connect.kind == "aio" else p
+    if use_async:
+        @target.offer(name="on_event")
+        async def handler(event: Any) -> str:
+            await asyncio.sleep(0)
+            got.append(event)
+            return f"got {event}"
+    else:
+        @target.offer
+        def on_event(event: Any) -> str:
+            got.append(event)
+            return f"got {event}"
+
+
+# async def offered functions belong to easyrpc.aio: the blocking proxy offers plain ones
+@pytest.mark.parametrize(("connect", "use_async"), [("sync", False), ("aio", False), ("aio", True)],
+                         indirect=["connect"], ids=["sync-plain", "aio-plain", "aio-async"])
+def test_the_server_calls_an_offered_function_during_a_call(server: Any, connect: Any, use_async: bool) -> None:
+    p = connect(server)
+    got: list[Any] = []
+    _offer_collector(p, connect, got, use_async=use_async)
+    p.subscribe()
+    assert p.publish("a") == ["got a"]
+    assert p.apublish("b") == ["got b"]
+    assert got == ["a", "b"]
+
+
+def test_the_server_pushes_after_the_call_returned_from_any_thread(server: Any, connect: Any) -> None:
+    p1, p2 = connect(server), connect(server)
+    got1: list[Any] = []
+    got2: list[Any] = []
+    _offer_collector(p1, connect, got1)
+    _offer_collector(p2, connect, got2)
+    p1.subscribe()
+    p2.subscribe()
+    for c in server.subs.subscribers:  # this test's thread: no call is running
+        assert c.on_event({"n": 1}) == "got {'n': 1}"
+    assert got1 == got2 == [{"n": 1}]
+
+
+def test_an_offered_function_called_in_a_stream(server: Any, connect: Any) -> None:
+    p = connect(server)
+    got: list[Any] = []
+    _offer_collector(p, connect, got)
+    assert list(p.gen_pushes(3)) == ["got 0", "got 1", "got 2"]
+
+
+def test_a_name_not_offered_is_refused_without_naming_anything(server: Any, connect: Any) -> None:
+    p = connect(server)
+    got: list[Any] = []
+    _offer_collector(p, connect, got)
+    remote_type, message = p.ask_unknown()
+    assert remote_type == "FunctionNotFound"
+    assert "secret_admin_function" not in message and "on_event" not in message
+
+
+def test_a_withdrawn_function_can_no_longer_be_called(server: Any, connect: Any) -> None:
+    p = connect(server)
+    got: list[Any] = []
+    _offer_collector(p, connect, got)
+    p.subscribe()
+    target = p.proxy if connect.kind == "aio" else p
+    assert target.withdraw("on_event") is True
+    with pytest.raises(FunctionNotFound):
+        server.subs.subscribers[0].on_event(1)
+    assert got == []
+
+
+def test_caller_outside_a_served_function_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        caller()
+
+
+def test_pushing_to_a_closed_connection_fails_at_once(server: Any, connect: Any) -> None:
+    p = connect(server, reconnect=False)
+    got: list[Any] = []
+    _offer_collector(p, connect, got)
+    p.subscribe()
+    c = server.subs.subscribers[0]
+    assert c.connected
+    p.close()
+    assert wait_for(lambda: not c.connected)
+    with pytest.raises(ConnectionLost):
+        c.on_event(1)
