@@ -86,7 +86,8 @@ class Calls:
                 conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(
                     "TypeError", f"{msg.fn}() takes no arguments")))
             else:
-                conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
+                conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(
+                    conn.namespace, conn.access)))
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
             if self._may_inline(reg.pace):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from .._core.cipher import FrameCipher
 from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, bad_frame
 from .._core.frames import OP_PONG, FrameError
 from .._core.handshake import Authenticated, Failed, Pong, Refused, ServerEvent, ServerHandshake, TimedOut
+from .._core.identity import Access, subject_of
 from .._net.green import reading_socket
 from .._parts import is_packed
 from .._spin import busy_policy
@@ -33,6 +35,16 @@ if TYPE_CHECKING:
 __all__ = ["Handshake", "Stop"]
 
 _RECEIVE_BYTES = 1 << 18  # simple-websocket's recv size, once the inbox reads
+
+
+def _certificate_subject(sock: socket.socket) -> str | None:
+    """The subject (CN) of the TLS client certificate the server verified, if any."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    try:
+        return subject_of(sock.getpeercert())
+    except (OSError, ValueError):
+        return None
 
 
 class Stop(Exception):
@@ -66,9 +78,12 @@ class Handshake:
         self._frames = FrameReader(reading_socket(self.sock), server.preauth_max_message, masked=True,
                                    tick=self.server_tick, on_tick=self.on_tick, busy=busy_policy(server.busy_poll))
         # the handshake's state and rules; the auth deadline runs from here (the upgrade)
-        self._hs = ServerHandshake(server.secret, server.encryption_enabled, server.auth_timeout, time.monotonic())
+        self._hs = ServerHandshake(None, server.encryption_enabled, server.auth_timeout, time.monotonic(),
+                                   keys=server.keys, peer_identity=_certificate_subject(self.sock))
         self.namespace = ""
         self.cid = ""
+        self.identity: str | None = None  # who the peer proved to be (``_core.identity``)
+        self.access: Access | None = None  # what it may call (None: everything)
         self.cipher: FrameCipher | None = None
         self.welcomed = False
         self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
@@ -127,7 +142,8 @@ class Handshake:
             if event.close is not None:
                 self.close(*event.close)
             return False
-        self.namespace, self.cid = event.namespace, event.cid
+        self.namespace, self.cid, self.identity = event.namespace, event.cid, event.identity
+        self.access = server.access_of(self.identity)
         # Added before its function list is taken: a function registered from now on is
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
@@ -139,7 +155,7 @@ class Handshake:
     def _welcome(self, hs: ServerHandshake) -> bool:
         """(Under the push lock.) Send the welcome with the functions on offer now."""
         server = self.server
-        welcome = hs.welcome(server.get_registered_functions(self.namespace))
+        welcome = hs.welcome(server.get_registered_functions(self.namespace, self.access))
         if self.owned:
             self._frames.max_message = server.max_message_size
         else:
@@ -221,7 +237,7 @@ class Handshake:
         """Send the functions on offer now (after the welcome, which carries them until then)."""
         with self._push_lock:
             if self.welcomed:
-                self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace)))
+                self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace, self.access)))
 
     def open_frame(self, data: bytes | str, binary: bool) -> bytes | str | None:
         """A message's plaintext (opened if encrypted); None if it was refused."""
