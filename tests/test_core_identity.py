@@ -42,6 +42,12 @@ def test_access_by_namespace_function_and_tag() -> None:
     assert not NOTHING.allows("DEFAULT", "ping")
 
 
+def test_through_a_group_the_group_name_or_the_member_namespace_allows() -> None:
+    a = Access(namespaces={"all"})
+    assert a.allows("left", "f", group="all") and not a.allows("left", "f", group="left")
+    assert Access(namespaces={"left"}).allows("left", "f", group="all")
+
+
 def test_a_string_is_one_name_not_its_letters() -> None:
     assert Access(tags="read").tags == frozenset({"read"})
     with pytest.raises(TypeError):
@@ -138,6 +144,13 @@ def test_the_shared_secret_and_the_certificate_subject() -> None:
     assert isinstance(event, Authenticated) and event.identity == "cert-subject"
     event, _, _ = _shake(keys, "k-admin", "admin", peer_identity="cert-subject")  # an id proved wins
     assert isinstance(event, Authenticated) and event.identity == "admin"
+
+
+def test_a_revoked_certificate_subject_is_refused() -> None:
+    keys = Keyring("shared", KEYS)
+    keys.revoke("cert-subject")
+    assert _shake(keys, "shared", None, peer_identity="cert-subject")[0] == Refused("auth", "authentication failed")
+    assert isinstance(_shake(keys, "shared", None, peer_identity="other")[0], Authenticated)
 
 
 def test_revoked_then_added_again() -> None:

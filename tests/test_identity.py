@@ -272,3 +272,20 @@ def test_no_credential_secret_is_logged(serve: Callable[..., Served], caplog: py
     text = "\n".join([r.getMessage() for r in caplog.records] + shown)
     for secret in (REPORTING_SECRET, ADMIN_SECRET, SECRET):
         assert secret not in text
+
+
+def test_namespaces_limit_an_identity_through_groups_too(serve: Callable[..., Served], connect: Any) -> None:
+    """Access(namespaces={'books'}): a connection of namespace 'tools' sees nothing; through
+    the group 'all' it sees the books functions only."""
+    app, rpc = build(access={"reporting": Access(namespaces={"books"}), "admin": Access()})
+    rpc.register(lambda: "ledger", name="ledger", namespace="books")
+    rpc.register(lambda: "hammer", name="hammer", namespace="tools")
+    rpc.create_namespace_group("all", "books", "tools")
+    s = serve(app, rpc)
+    tools = connect(s, secret=REPORTING_SECRET, client_id="reporting", namespace="tools")
+    assert names(tools) == {"get_registered_functions"}
+    both = connect(s, secret=REPORTING_SECRET, client_id="reporting", namespace="all")
+    assert names(both) == {"ledger", "get_registered_functions"}
+    assert both.ledger() == "ledger"
+    admin = connect(s, secret=ADMIN_SECRET, client_id="admin", namespace="all")
+    assert {"ledger", "hammer"} <= names(admin)

@@ -91,6 +91,20 @@ def test_a_client_certificate_subject_is_the_identity(mtls_server: Served, ca: t
     assert {d["name"] for d in other.get_registered_functions()} == {"get_registered_functions"}
 
 
+def test_a_revoked_certificate_subject_is_closed_and_refused(mtls_server: Served, ca: trustme.CA) -> None:
+    """revoke() works for a certificate's subject too: its connection closes, and the same
+    certificate cannot connect again."""
+    rpc: EasyRpcServer = mtls_server.rpcs[0]
+    ctx = _client_context(ca, "reporting-job")
+    with EasyRpcProxy.create("127.0.0.1", mtls_server.port, "/ws/test", server_secret=SECRET, ssl_context=ctx,
+                             reconnect=False) as p:
+        assert p.whoami()[0] == "reporting-job"
+        assert rpc.revoke("reporting-job") == 1
+        assert wait_for(lambda: rpc.connection_count == 0)
+    with pytest.raises(AuthenticationError, match="authentication failed"):
+        EasyRpcProxy.create("127.0.0.1", mtls_server.port, "/ws/test", server_secret=SECRET, ssl_context=ctx)
+
+
 def test_no_client_certificate_no_connection(mtls_server: Served, ca: trustme.CA) -> None:
     """The server requires a certificate: a client without one does not get in."""
     with pytest.raises((ConnectionError, AuthenticationError)):

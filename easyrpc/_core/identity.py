@@ -59,8 +59,8 @@ class Access:
     """What one identity may call.
 
     Args:
-        namespaces: the namespaces whose functions it may call (a group's functions are
-            judged by the namespace each comes from); ``None``: any.
+        namespaces: the namespaces whose functions it may call (through a namespace
+            group: the group's name, or the namespace a function comes from); ``None``: any.
         functions: function names it may call; with *tags*, a function is allowed if
             either allows it. Both ``None``: every function (of the allowed namespaces).
         tags: tags (given at registration, ``origin(tags={...})``) that allow a function.
@@ -79,9 +79,10 @@ class Access:
         object.__setattr__(self, "functions", _names(functions, "functions"))
         object.__setattr__(self, "tags", _names(tags, "tags"))
 
-    def allows(self, namespace: str, name: str, tags: Collection[str] = ()) -> bool:
-        """Whether a function *name* of *namespace* (tagged *tags*) may be called."""
-        if self.namespaces is not None and namespace not in self.namespaces:
+    def allows(self, namespace: str, name: str, tags: Collection[str] = (), group: str | None = None) -> bool:
+        """Whether a function *name* of *namespace* (tagged *tags*) may be called, by a
+        connection of *group* (a namespace group, or the namespace itself)."""
+        if self.namespaces is not None and namespace not in self.namespaces and group not in self.namespaces:
             return False
         if self.functions is None and self.tags is None:
             return True

@@ -73,7 +73,7 @@ class Keyring:
         """(``_core.identity.ServerKeys``.) The claims, the secret that verified them and the identity."""
         named = claimed_id(token)
         if named is None:
-            if self._shared is None:
+            if self._shared is None or (peer_identity is not None and self.revoked(peer_identity)):
                 _refuse(token, server_nonce)
             assert self._shared is not None
             return self._shared.check_client_token(token, server_nonce), self._shared, peer_identity
@@ -84,6 +84,11 @@ class Keyring:
         claims = secret.check_client_token(token, server_nonce)
         return claims, secret, named
 
+    def revoked(self, identity: str | None) -> bool:
+        """Whether *identity* (a client id or a certificate's subject) has been revoked."""
+        with self._lock:
+            return identity in self._revoked
+
     def add(self, client_id: str, secret: str | bytes) -> None:
         """Accept *client_id* with *secret* from now on (a new key, or a rotated one)."""
         key = Secret(secret)
@@ -92,7 +97,8 @@ class Keyring:
             self._revoked.discard(client_id)
 
     def revoke(self, client_id: str) -> None:
-        """Refuse *client_id* from now on (until :meth:`add` accepts it again)."""
+        """Refuse *client_id* (a client id, or a certificate subject) from now on (until
+        :meth:`add` accepts it again)."""
         with self._lock:
             self._table.pop(client_id, None)
             self._revoked.add(client_id)
@@ -136,7 +142,8 @@ class Identities:
         self.log.info("credential %s added", client_id)
 
     def revoke(self, client_id: str) -> int:
-        """Refuse *client_id* from now on and close its open connections; their number."""
+        """Refuse *client_id* (a client id, or a TLS client certificate's subject) from now
+        on and close its open connections; their number."""
         self.keys.revoke(client_id)
         closed = self.disconnect(client_id)
         self.log.warning("credential %s revoked; %d connections closed", client_id, closed)

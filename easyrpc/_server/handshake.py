@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
 from .._core.cipher import FrameCipher
-from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, bad_frame
+from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, REVOKED, bad_frame
 from .._core.frames import OP_PONG, FrameError
 from .._core.handshake import Authenticated, Failed, Pong, Refused, ServerEvent, ServerHandshake, TimedOut
 from .._core.identity import Access, subject_of
@@ -148,6 +148,11 @@ class Handshake:
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
             self.close(*hs.shutting_down())
+            return False
+        if self.identity is not None and server.keys.revoked(self.identity):
+            # revoked between the check of its token and now: revoke() closed the
+            # connections it found, this one it may not have seen
+            self.close(*REVOKED)
             return False
         with self._push_lock:
             return self._welcome(hs)

@@ -149,7 +149,7 @@ class Registry:
         if view is not None:
             return view
         whole = self.functions_for(namespace)
-        view = {n: r for n, r in whole.items() if r.kind == "builtin" or access.allows(r.namespace, n, r.tags)}
+        view = {n: r for n, r in whole.items() if r.kind == "builtin" or access.allows(r.namespace, n, r.tags, namespace)}
         with self._lock:
             if self._views.get(namespace) is whole:  # not changed meanwhile: keep it
                 self._views[key] = view
