@@ -174,6 +174,24 @@ def test_a_hand_built_call_outside_the_scope_is_refused_as_not_found(served: Ser
     assert {d["name"] for d in listed} == {"report", "whoami", "stream_report", "get_registered_functions"}
 
 
+def test_a_function_it_may_not_call_is_not_even_pushed(served: Served, raw_sockets: list[Any]) -> None:
+    """Registering an admin function sends the reporting connection nothing (not even an
+    unchanged list); registering a read one sends it its new list."""
+    ws = _raw(served)
+    raw_sockets.append(ws)
+    assert _auth(ws, REPORTING_SECRET, "reporting")["k"] == "welcome"
+    rpc: EasyRpcServer = served.rpc  # type: ignore[attr-defined]
+    rpc.register(lambda: 0, name="admin_only_later", tags={"admin"})
+    ws.settimeout(0.5)
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ws.recv()
+    ws.settimeout(5)
+    rpc.register(lambda: 1, name="read_later", tags={"read"})
+    pushed = _recv(ws)
+    assert pushed["k"] == "funcs" and "read_later" in {d["name"] for d in pushed["fs"]}
+    assert "admin_only_later" not in json.dumps(pushed)
+
+
 @pytest.mark.parametrize("secret, client_id", [
     ("not-the-key", "reporting"),  # a known id, the wrong secret
     (REPORTING_SECRET, "nobody"),  # an unknown id

@@ -87,6 +87,7 @@ class Handshake:
         self.cipher: FrameCipher | None = None
         self.welcomed = False
         self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
+        self._offered: list[Any] | None = None  # the list last sent, for a connection of limited access
         self._inbox_lock = threading.Lock()
         self._ready = False
         self._early: list[bytes | str] = []
@@ -160,7 +161,10 @@ class Handshake:
     def _welcome(self, hs: ServerHandshake) -> bool:
         """(Under the push lock.) Send the welcome with the functions on offer now."""
         server = self.server
-        welcome = hs.welcome(server.get_registered_functions(self.namespace, self.access))
+        offer = server.get_registered_functions(self.namespace, self.access)
+        if self.access is not None:
+            self._offered = offer  # what it knows: a push of the same list says nothing new
+        welcome = hs.welcome(offer)
         if self.owned:
             self._frames.max_message = server.max_message_size
         else:
@@ -239,10 +243,18 @@ class Handshake:
 
     # --- after the handshake -----------------------------------------------------------
     def push_functions(self) -> None:
-        """Send the functions on offer now (after the welcome, which carries them until then)."""
+        """Send the functions on offer now (after the welcome, which carries them until then).
+
+        A connection whose access is limited is sent a list only when its own changed: it
+        must not learn even that a function it may not call came or went."""
         with self._push_lock:
             if self.welcomed:
-                self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace, self.access)))
+                offer = self.server.get_registered_functions(self.namespace, self.access)
+                if self.access is not None:
+                    if offer == self._offered:
+                        return
+                    self._offered = offer
+                self.send(proto.encode("funcs", fs=offer))
 
     def open_frame(self, data: bytes | str, binary: bool) -> bytes | str | None:
         """A message's plaintext (opened if encrypted); None if it was refused."""
