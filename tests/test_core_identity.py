@@ -13,6 +13,7 @@ from easyrpc._core.identity import (
     ON_BEHALF_OF,
     Access,
     access_for,
+    caller_allowed,
     caller_identity,
     on_behalf_of,
     subject_of,
@@ -91,6 +92,19 @@ def test_a_relay_names_its_caller_whatever_the_call_claimed() -> None:
     assert on_behalf_of({"a": "1", ON_BEHALF_OF: "mallory"}, None) == {"a": "1"}
     assert on_behalf_of({ON_BEHALF_OF: "mallory"}, None) is None
     assert on_behalf_of(None, None) is None
+
+
+def test_the_caller_a_trusted_relay_names_must_be_allowed_too() -> None:
+    class Reg:
+        name, namespace, tags = "wipe", "DEFAULT", frozenset({"admin"})
+
+    policy = {"gateway": Access(), "alice": Access(tags={"read"}), "root": Access()}
+    named = {ON_BEHALF_OF: "alice"}
+    assert not caller_allowed(policy, "gateway", named, {"gateway"}, "DEFAULT", Reg())
+    assert caller_allowed(policy, "gateway", {ON_BEHALF_OF: "root"}, {"gateway"}, "DEFAULT", Reg())
+    assert caller_allowed(policy, "gateway", None, {"gateway"}, "DEFAULT", Reg())  # for itself
+    assert caller_allowed(policy, "rogue", named, {"gateway"}, "DEFAULT", Reg())  # untrusted: its name is ignored
+    assert caller_allowed(None, "gateway", named, {"gateway"}, "DEFAULT", Reg())  # no policy
 
 
 # --- ids and certificates --------------------------------------------------------------------

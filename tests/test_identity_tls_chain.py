@@ -12,7 +12,7 @@ import trustme
 from flask import Flask
 from werkzeug.serving import make_server
 
-from easyrpc import AuthenticationError
+from easyrpc import AuthenticationError, FunctionNotFound
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import Access, EasyRpcServer, call_context
 
@@ -26,7 +26,8 @@ pytestmark = [
 GATEWAY_SECRET = "gateway-key-0b6e1f"
 ROGUE_SECRET = "rogue-key-94ad27"
 ALICE_SECRET = "alice-key-c3e850"
-watch_secret(GATEWAY_SECRET, ROGUE_SECRET, ALICE_SECRET)
+BOB_SECRET = "bob-key-5d71aa"
+watch_secret(GATEWAY_SECRET, ROGUE_SECRET, ALICE_SECRET, BOB_SECRET)
 
 
 def serve_whoami(rpc: EasyRpcServer) -> None:
@@ -113,22 +114,27 @@ def test_no_client_certificate_no_connection(mtls_server: Served, ca: trustme.CA
 
 
 # --- chains -------------------------------------------------------------------------------------
-@pytest.fixture
-def chain(serve: Callable[..., Served]) -> dict[str, Served]:
-    """origin (trusts 'gateway', not 'rogue') <- gateway, and origin <- rogue; both relays
-    accept alice (by her client id) and anyone with the shared secret."""
+def _chain(serve: Callable[..., Served], access: dict[str, Access] | None) -> dict[str, Served]:
     origin_app = Flask("easyrpc-origin")
     origin = EasyRpcServer(origin_app, "/ws/test", credentials={"gateway": GATEWAY_SECRET, "rogue": ROGUE_SECRET},
-                           trusted_relays={"gateway"})
+                           trusted_relays={"gateway"}, access=access)
     serve_whoami(origin)
     served = {"origin": serve(origin_app, origin)}
     for name, secret in (("gateway", GATEWAY_SECRET), ("rogue", ROGUE_SECRET)):
         app = Flask(f"easyrpc-{name}")
-        relay = EasyRpcServer(app, "/ws/test", server_secret=SECRET, credentials={"alice": ALICE_SECRET})
+        relay = EasyRpcServer(app, "/ws/test", server_secret=SECRET,
+                              credentials={"alice": ALICE_SECRET, "bob": BOB_SECRET})
         relay.create_server_proxy("127.0.0.1", served["origin"].port, "/ws/test", secret, client_id=name)
         served[name] = serve(app, relay)
         assert wait_for(lambda r=relay: "whoami" in r.functions_for("DEFAULT"))  # type: ignore[misc]
     return served
+
+
+@pytest.fixture
+def chain(serve: Callable[..., Served]) -> dict[str, Served]:
+    """origin (trusts 'gateway', not 'rogue') <- gateway, and origin <- rogue; both relays
+    accept alice and bob (by their client ids) and anyone with the shared secret."""
+    return _chain(serve, None)
 
 
 def test_a_trusted_relay_forwards_the_callers_identity(chain: dict[str, Served], connect: Any) -> None:
@@ -152,3 +158,22 @@ def test_an_untrusted_relay_cannot_forward_an_identity(chain: dict[str, Served],
     assert list(alice.whoami_stream()) == ["rogue", None]
     spoofing = connect(chain["rogue"], metadata={"easyrpc-on-behalf-of": "gateway"})
     assert spoofing.whoami() == ["rogue", None, None]
+
+
+def test_the_origin_applies_the_access_of_the_caller_a_trusted_relay_names(
+        serve: Callable[..., Served], connect: Any) -> None:
+    """With an access policy, a call relayed for alice must be allowed to alice as well as
+    to the gateway: refused as not found otherwise; bob, unknown to the origin, gets
+    nothing; a caller without identity is the gateway itself."""
+    chain = _chain(serve, {"gateway": Access(), "rogue": Access(), "alice": Access(tags={"read"})})
+    alice = connect(chain["gateway"], secret=ALICE_SECRET, client_id="alice")
+    assert alice.whoami() == ["alice", "gateway", "alice"]
+    with pytest.raises(FunctionNotFound, match="no function named 'wipe' in this namespace"):
+        alice.wipe()
+    bob = connect(chain["gateway"], secret=BOB_SECRET, client_id="bob")
+    with pytest.raises(FunctionNotFound):
+        bob.whoami()
+    with pytest.raises(FunctionNotFound):
+        list(bob.whoami_stream())
+    assert connect(chain["gateway"]).wipe() == "wiped"
+    assert connect(chain["rogue"], secret=BOB_SECRET, client_id="bob").wipe() == "wiped"  # the rogue's own access

@@ -21,8 +21,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Access", "ALL", "NOTHING", "ON_BEHALF_OF", "ANY_IDENTITY", "ServerKeys", "access_for", "caller_identity",
-           "on_behalf_of", "check_client_id", "subject_of", "valid_client_id"]
+__all__ = ["Access", "ALL", "NOTHING", "ON_BEHALF_OF", "ANY_IDENTITY", "ServerKeys", "access_for", "caller_allowed",
+           "caller_identity", "on_behalf_of", "check_client_id", "subject_of", "valid_client_id"]
 
 ON_BEHALF_OF = "easyrpc-on-behalf-of"  # the metadata key a trusted relay names its caller with
 ANY_IDENTITY = "*"  # in an access map: every identity not listed (the shared secret's too)
@@ -128,6 +128,18 @@ def on_behalf_of(metadata: Mapping[str, str] | None, caller: str | None) -> dict
             return dict(metadata) if metadata else None
         return {k: v for k, v in metadata.items() if k != ON_BEHALF_OF} or None
     return {**metadata, ON_BEHALF_OF: caller} if metadata else {ON_BEHALF_OF: caller}
+
+
+def caller_allowed(policy: Mapping[str, Access] | None, identity: str | None, metadata: Mapping[str, str] | None,
+                   trusted_relays: Collection[str], namespace: str, reg: Any) -> bool:
+    """Whether the caller a trusted relay names (if any) may call *reg* (a registration:
+    ``name``, ``namespace``, ``tags``) through a connection of *namespace*; the
+    connection's own access has allowed it already."""
+    caller, relay = caller_identity(identity, metadata, trusted_relays)
+    if relay is None or policy is None:
+        return True
+    access = access_for(policy, caller)
+    return access is None or access.allows(reg.namespace, reg.name, reg.tags, namespace)
 
 
 def subject_of(cert: Mapping[str, Any] | None) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 from .._core.close_codes import REVOKED
-from .._core.identity import Access, access_for, check_client_id, valid_client_id
+from .._core.identity import Access, access_for, caller_allowed, check_client_id, valid_client_id
 from .._handshake import Secret, claimed_id
 from ..exceptions import AuthenticationError
 
@@ -134,6 +134,19 @@ class Identities:
     def access_of(self, identity: str | None) -> Access | None:
         """What *identity* may call (None: everything; there is no access policy)."""
         return access_for(self._access, identity)
+
+    def caller_check(self, identity: str | None, namespace: str) -> Callable[[Any, Any], bool] | None:
+        """For a connection of *identity* and *namespace*: None, or (a trusted relay, under
+        an access policy) the check that the caller it names for a call may call that
+        function (``check(call, registration)``)."""
+        if identity is None or identity not in self.trusted_relays or self._access is None:
+            return None
+        policy, relays = self._access, self.trusted_relays
+
+        def check(msg: Any, reg: Any) -> bool:
+            return caller_allowed(policy, identity, msg.metadata, relays, namespace, reg)
+
+        return check
 
     def add_credential(self, client_id: str, secret: str | bytes) -> None:
         """Accept *client_id* proving *secret* from now on (a new client, or its key

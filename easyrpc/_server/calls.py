@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
 from .._core.credit import SendCredit
+from .._core.session import not_found
 from .._pool import PoolClosed
 from ..exceptions import ArgumentError, SerializationError
 from ..interceptors import current_call, info_of, observe, refusal
@@ -59,6 +60,9 @@ class Calls:
         task.scope = [conn, msg, deadline, stream, None]  # call_context() builds its CallInfo if asked
         with conn._lock:
             conn._session.started(msg.id, task)
+        if conn.relayed_for is not None and not conn.relayed_for(msg, reg):  # a trusted relay's caller
+            conn.finish(msg.id, task, not_found(msg.id, msg.fn))
+            return
         if conn.server.interceptors and not self._observe(msg, task):
             return
         try:

@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
@@ -84,6 +85,8 @@ class Handshake:
         self.cid = ""
         self.identity: str | None = None  # who the peer proved to be (``_core.identity``)
         self.access: Access | None = None  # what it may call (None: everything)
+        # a trusted relay's connection: whether the caller it names may call a function
+        self.relayed_for: Callable[[proto.Call, Any], bool] | None = None
         self.cipher: FrameCipher | None = None
         self.welcomed = False
         self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
@@ -145,6 +148,7 @@ class Handshake:
             return False
         self.namespace, self.cid, self.identity = event.namespace, event.cid, event.identity
         self.access = server.access_of(self.identity)
+        self.relayed_for = server.caller_check(self.identity, self.namespace)
         # Added before its function list is taken: a function registered from now on is
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
