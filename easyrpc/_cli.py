@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._core.identity import check_client_id
 from ._core.metadata import check_metadata
 from .exceptions import (
     AuthenticationError,
@@ -55,7 +56,8 @@ class CliError(Exception):
 
 def _epilog() -> str:
     lines = ["exit codes:"] + [f"  {code}  {text}" for code, text in EXIT_CODES.items()]
-    lines += ["", "The secret comes from --secret or the EASYRPC_SECRET environment variable."]
+    lines += ["", "The secret comes from --secret or the EASYRPC_SECRET environment variable; with",
+              "--client-id (or EASYRPC_CLIENT_ID) it is that client id's own secret."]
     return "\n".join(lines)
 
 
@@ -63,6 +65,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="server URL, e.g. ws://127.0.0.1:8090/ws/server_a (wss:// for TLS)")
     parser.add_argument("--secret", default=os.environ.get("EASYRPC_SECRET"),
                         help="shared secret (default: $EASYRPC_SECRET)")
+    parser.add_argument("--client-id", default=os.environ.get("EASYRPC_CLIENT_ID") or None,
+                        help="prove this client id (the secret is then that id's own; default: $EASYRPC_CLIENT_ID)")
     parser.add_argument("--namespace", default="DEFAULT", help="function namespace (default: DEFAULT)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: 30)")
     parser.add_argument("--encryption", action="store_true", help="encrypt frames (the server must too)")
@@ -145,10 +149,15 @@ def _connect(args: argparse.Namespace, metadata: dict[str, str] | None = None) -
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise CliError(EXIT_USAGE, f"not a ws:// or wss:// URL: {args.url}")
     port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        if args.client_id is not None:
+            check_client_id(args.client_id)
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, f"--client-id: {exc}") from None
     return EasyRpcProxy.create(
         parts.hostname, port, parts.path or "/", server_secret=args.secret, namespace=args.namespace,
         encryption_enabled=args.encryption, timeout=args.timeout, ssl_context=_ssl_context(args, parts.scheme),
-        connect_timeout=min(args.timeout, 10.0), reconnect=False, metadata=metadata)
+        connect_timeout=min(args.timeout, 10.0), reconnect=False, metadata=metadata, client_id=args.client_id)
 
 
 def _shown(value: Any) -> Any:

@@ -27,7 +27,7 @@ from ._core.cipher import FrameCipher, frame_cipher, new_nonce
 from ._protocol import PROTOCOL_VERSION
 from .exceptions import AuthenticationError
 
-__all__ = ["Secret", "new_nonce", "FrameCipher"]
+__all__ = ["Secret", "claimed_id", "new_nonce", "FrameCipher"]
 
 TOKEN_TTL = 30.0
 CLOCK_LEEWAY = 5.0
@@ -56,12 +56,15 @@ class Secret:
     __str__ = __repr__
 
     # --- client side ---
-    def client_token(self, server_nonce: str, client_nonce: str, namespace: str, encryption: bool) -> str:
+    def client_token(self, server_nonce: str, client_nonce: str, namespace: str, encryption: bool,
+                     client_id: str | None = None) -> str:
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "v": PROTOCOL_VERSION, "sn": server_nonce, "cn": client_nonce, "ns": namespace,
             "enc": encryption, "iat": now, "exp": now + int(TOKEN_TTL),
         }
+        if client_id is not None:  # which secret signs it: the server picks that one to verify
+            claims["id"] = client_id
         return jwt.encode(claims, self._auth_key, algorithm="HS256")
 
     def check_server_proof(self, proof: str, server_nonce: str, client_nonce: str, cid: str) -> None:
@@ -108,6 +111,16 @@ class Secret:
     # --- encryption ---
     def frame_cipher(self, server_nonce: str, client_nonce: str, is_server: bool) -> FrameCipher:
         return frame_cipher(self._raw, server_nonce, client_nonce, is_server)
+
+
+def claimed_id(token: str) -> object:
+    """The ``id`` claim of a client token, *not verified* (it says which secret to verify
+    the token with); None if the token names none or does not parse."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims.get("id") if isinstance(claims, dict) else None
 
 
 def _same(a: object, b: str) -> bool:

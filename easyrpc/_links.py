@@ -22,6 +22,7 @@ from . import _protocol as proto
 from ._client import CallFuture, Engine
 from ._client.observed import open_stream, start_observed
 from ._client.options import ClientOptions
+from ._core.identity import caller_identity, on_behalf_of
 from ._server.registry import BUILTIN_LIST
 from .exceptions import EasyRpcError
 from .interceptors import Observed, call_context, current_call, refusal
@@ -94,11 +95,14 @@ class ServerLink:
     def forward(self, conn: ServerConnection, msg: proto.Call, task: CallTask) -> None:
         """Relay a plain call; its reply (or error) is sent back when the origin answers.
 
-        The call's metadata goes with it (with what the link's interceptors add)."""
+        The call's metadata goes with it (with what the link's interceptors add), naming
+        the caller (``easyrpc-on-behalf-of``: the origin believes it if it trusts this
+        server's identity for it)."""
         fut = _RelayFuture(self.engine)
         task.future = fut  # cancelling the downstream call cancels the upstream one
         obs: Observed | None = None
-        metadata = msg.metadata
+        caller, _ = caller_identity(conn.identity, msg.metadata, self.server.trusted_relays)
+        metadata = on_behalf_of(msg.metadata, caller)
         if self.engine.options.interceptors:
             token = current_call.set(task.scope)  # the relayed call is the parent
             try:
@@ -135,7 +139,7 @@ class ServerLink:
 
         Runs in the relayed stream's call context: its metadata goes with it."""
         ctx = call_context()
-        metadata = ctx.metadata or None if ctx is not None else None
+        metadata = None if ctx is None else on_behalf_of(ctx.metadata, ctx.identity)
         it = RemoteIterator(open_stream(self.engine, name, args, kwargs, None, metadata))
         try:
             yield from it

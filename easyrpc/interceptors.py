@@ -32,6 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._core.identity import ON_BEHALF_OF, caller_identity
 from .exceptions import CallRefused, RemoteError
 
 __all__ = ["CallInfo", "Interceptor", "Outcome", "call_context"]
@@ -58,16 +59,22 @@ class CallInfo:
         deadline: ``time.monotonic()`` by which the caller gives up (None: no limit).
         parent: on a client, the server call this call is made for (the call a served
             function runs, or that a link relays), else None.
+        identity: who the call is for. On a server: the identity the connection proved
+            (a client id, or its TLS certificate's subject), or the caller a trusted relay
+            names for it (see *relay*); None for a client with the shared secret only.
+            On a client: its own ``client_id``.
+        relay: on a server, the identity of the trusted relay that named *identity*
+            (the connection's own), else None.
         state: a dict for interceptors to keep per-call values in (a span, say), from
             ``before`` to ``after``.
     """
 
     __slots__ = ("side", "function", "namespace", "metadata", "stream", "connection_id", "peer", "deadline",
-                 "parent", "_state")
+                 "parent", "identity", "relay", "_state")
 
     def __init__(self, side: Literal["client", "server"], function: str, namespace: str, metadata: dict[str, str],
                  *, stream: bool = False, connection_id: str = "", peer: str = "", deadline: float | None = None,
-                 parent: CallInfo | None = None) -> None:
+                 parent: CallInfo | None = None, identity: str | None = None, relay: str | None = None) -> None:
         self.side = side
         self.function = function
         self.namespace = namespace
@@ -77,6 +84,8 @@ class CallInfo:
         self.peer = peer
         self.deadline = deadline
         self.parent = parent
+        self.identity = identity
+        self.relay = relay
         self._state: dict[str, Any] | None = None
 
     @property
@@ -92,7 +101,7 @@ class CallInfo:
 
     def __repr__(self) -> str:
         return (f"<CallInfo {self.side} {self.namespace}/{self.function} metadata={self.metadata!r} "
-                f"connection={self.connection_id!r} peer={self.peer!r}>")
+                f"connection={self.connection_id!r} peer={self.peer!r} identity={self.identity!r}>")
 
 
 @dataclass(slots=True)
@@ -214,8 +223,12 @@ def info_of(scope: Any) -> CallInfo:
     built: CallInfo | None = scope[4]
     if built is None:
         conn, msg = scope[0], scope[1]
-        built = scope[4] = CallInfo("server", msg.fn, conn.namespace, dict(msg.metadata) if msg.metadata else {},
-                                    stream=scope[3], connection_id=conn.cid, peer=conn.peer, deadline=scope[2])
+        metadata = dict(msg.metadata) if msg.metadata else {}
+        identity, relay = caller_identity(conn.identity, metadata, conn.server.trusted_relays)
+        if relay is None:
+            metadata.pop(ON_BEHALF_OF, None)  # named by an untrusted peer: nobody may believe it
+        built = scope[4] = CallInfo("server", msg.fn, conn.namespace, metadata, stream=scope[3], connection_id=conn.cid,
+                                    peer=conn.peer, deadline=scope[2], identity=identity, relay=relay)
     return built
 
 

@@ -21,27 +21,31 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._client.options import ClientOptions, client_options
 from ._core.close_codes import SHUTTING_DOWN
-from ._handshake import Secret
+from ._core.identity import ON_BEHALF_OF, Access
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
+from ._server.access import Credentials, Identities
 from ._server.callers import Caller, RemoteCallback, caller
 from ._server.loop import LoopThread
 from ._server.registry import Registered, Registry
+from ._server.tracking import Tracked
 from ._spin import DEFAULT_BUSY_POLL, check_window
 from .interceptors import CallInfo, Interceptor, Outcome, call_context
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ._handshake import Secret
     from ._links import ServerLink
     from ._server.connection import ServerConnection
 
-__all__ = ["CallInfo", "Caller", "EasyRpcServer", "Interceptor", "Outcome", "RemoteCallback", "call_context", "caller"]
+__all__ = ["Access", "CallInfo", "Caller", "EasyRpcServer", "Interceptor", "ON_BEHALF_OF", "Outcome", "RemoteCallback",
+           "call_context", "caller"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")
@@ -64,13 +68,24 @@ def _without_extensions(view: Callable[..., Any]) -> Callable[..., Any]:
     return upgrade
 
 
-class EasyRpcServer:
+class EasyRpcServer(Identities, Tracked):
     """Serve registered functions to easyrpc proxies over a WebSocket route of a Flask app.
 
     Args:
         app: the Flask app, or ``None`` to attach later with :meth:`init_app`.
         path: the WebSocket route, e.g. ``'/ws/server_a'``.
-        server_secret: the shared secret proxies must prove they know.
+        server_secret: the shared secret proxies must prove they know (None: only
+            *credentials* are accepted).
+        credentials: client credentials, each an identity: ``{client_id: secret}``, or
+            a function ``lookup(client_id) -> secret | None`` called at each handshake
+            (keys rotate and revoke while the server runs). A proxy proves one with
+            ``create(..., client_id=..., server_secret=<its secret>)``.
+        access: what each identity (a client id, or a TLS client certificate's subject)
+            may call, ``{identity: Access(...)}``; ``'*'`` stands for every identity not
+            listed (the shared secret's included); an identity with no entry may call
+            nothing. ``None``: everyone may call everything.
+        trusted_relays: identities of relaying servers trusted to name the caller they
+            relay for (metadata ``easyrpc-on-behalf-of``); from others it is ignored.
         encryption_enabled: encrypt every frame after the handshake (AES-GCM); proxies
             must enable it too.
         max_workers: threads running plain and generator functions (bounded pool).
@@ -98,8 +113,11 @@ class EasyRpcServer:
         self,
         app: Flask | None,
         path: str,
-        server_secret: str | bytes,
+        server_secret: str | bytes | None = None,
         *,
+        credentials: Credentials | None = None,
+        access: Mapping[str, Access] | None = None,
+        trusted_relays: Collection[str] = (),
         encryption_enabled: bool = False,
         max_workers: int = 32,
         max_in_flight: int = 1024,
@@ -127,7 +145,7 @@ class EasyRpcServer:
         self.send_tracebacks = send_tracebacks
         self.stream_window_max = stream_window_max
         self.interceptors: tuple[Interceptor, ...] = tuple(interceptors)
-        self._secret = Secret(server_secret)
+        self._init_identities(server_secret, credentials, access, trusted_relays)
         self.log = logging.getLogger(f"easyrpc.server.{path.strip('/').replace('/', '.') or 'root'}")
         self._lock = threading.Lock()
         self._connections: set[ServerConnection] = set()
@@ -171,13 +189,14 @@ class EasyRpcServer:
 
     # --- registration ------------------------------------------------------------------
     @overload
-    def origin(self, func: F, *, namespace: str = ..., name: str | None = ...) -> F: ...
+    def origin(self, func: F, *, namespace: str = ..., name: str | None = ..., tags: Iterable[str] = ...) -> F: ...
 
     @overload
-    def origin(self, func: None = ..., *, namespace: str = ..., name: str | None = ...) -> Callable[[F], F]: ...
+    def origin(self, func: None = ..., *, namespace: str = ..., name: str | None = ...,
+               tags: Iterable[str] = ...) -> Callable[[F], F]: ...
 
     def origin(
-        self, func: F | None = None, *, namespace: str = "DEFAULT", name: str | None = None
+        self, func: F | None = None, *, namespace: str = "DEFAULT", name: str | None = None, tags: Iterable[str] = ()
     ) -> F | Callable[[F], F]:
         """Register a function; usable bare (``@rpc.origin``) or with options.
 
@@ -185,18 +204,23 @@ class EasyRpcServer:
         """
         if func is None:
             def decorator(f: F) -> F:
-                self.register(f, namespace=namespace, name=name)
+                self.register(f, namespace=namespace, name=name, tags=tags)
                 return f
             return decorator
-        self.register(func, namespace=namespace, name=name)
+        self.register(func, namespace=namespace, name=name, tags=tags)
         return func
 
-    def register(self, func: Callable[..., Any], *, namespace: str = "DEFAULT", name: str | None = None) -> None:
-        """Register *func* under *name* (default: its ``__name__``) in *namespace*.
+    def register(self, func: Callable[..., Any], *, namespace: str = "DEFAULT", name: str | None = None,
+                 tags: Iterable[str] = ()) -> None:
+        """Register *func* under *name* (default: its ``__name__``) in *namespace*; *tags*
+        are what an :class:`Access` may allow it by.
 
         Connected proxies of that namespace (and of groups containing it) are told at once.
         """
-        name = self._registry.register(func, namespace, name)
+        tagset = frozenset([tags] if isinstance(tags, str) else tags)
+        if not all(isinstance(t, str) and t for t in tagset):
+            raise TypeError("tags must be non-empty strings")
+        name = self._registry.register(func, namespace, name, tagset)
         self.log.info("registered function %s in namespace %s", name, namespace)
         self._push_functions(namespace)
 
@@ -210,9 +234,10 @@ class EasyRpcServer:
         self.log.info("namespace group %s = %s", group, ", ".join(namespaces))
         self._push_functions(group)
 
-    def functions_for(self, namespace: str) -> dict[str, Registered]:
-        """The functions a connection of *namespace* (a namespace or group) may call."""
-        return self._registry.functions_for(namespace)
+    def functions_for(self, namespace: str, access: Access | None = None) -> dict[str, Registered]:
+        """The functions a connection of *namespace* (a namespace or group) may call with
+        *access* (None: all)."""
+        return self._registry.functions_for(namespace, access)
 
     # --- links to other servers ---------------------------------------------------------
     def create_server_proxy(
@@ -255,9 +280,10 @@ class EasyRpcServer:
         if self._registry.set_forwarded(link, offered):
             self._push_functions(link.local_namespace)
 
-    def get_registered_functions(self, namespace: str = "DEFAULT") -> list[dict[str, Any]]:
-        """Descriptions (name, namespace, signature, docstring...) of *namespace*'s functions."""
-        return [reg.description for reg in self.functions_for(namespace).values()]
+    def get_registered_functions(self, namespace: str = "DEFAULT", access: Access | None = None) -> list[dict[str, Any]]:
+        """Descriptions (name, namespace, signature, docstring...) of *namespace*'s
+        functions (those *access* allows)."""
+        return [reg.description for reg in self.functions_for(namespace, access).values()]
 
     def _push_functions(self, namespace: str) -> None:
         with self._lock:
@@ -288,51 +314,10 @@ class EasyRpcServer:
         return self._loop.get()
 
     @property
-    def secret(self) -> Secret:
-        """The shared secret, wrapped so that it never shows in logs or reprs."""
-        return self._secret
-
-    # --- connections -------------------------------------------------------------------
-    def add_connection(self, conn: ServerConnection) -> bool:
-        """Track an authenticated connection; False once the server is closing."""
-        with self._lock:
-            if self._closing:
-                return False
-            self._connections.add(conn)
-            return True
-
-    def remove_connection(self, conn: ServerConnection) -> None:
-        """Forget a connection that has ended."""
-        with self._lock:
-            self._connections.discard(conn)
-
-    @property
-    def connection_count(self) -> int:
-        """Authenticated connections currently open."""
-        with self._lock:
-            return len(self._connections)
-
-    @property
-    def active_calls(self) -> int:
-        """Calls and streams running on behalf of connected proxies."""
-        with self._lock:
-            conns = list(self._connections)
-        return sum(c.in_flight for c in conns)
-
-    @property
-    def send_backlog(self) -> int:
-        """Bytes of replies queued to send, over every connection (a peer that does not
-        read makes its connection's backlog grow up to a bound, then waits)."""
-        with self._lock:
-            conns = list(self._connections)
-        return sum(c.send_backlog for c in conns)
-
-    @property
-    def active_streams(self) -> int:
-        """Generator streams whose server-side state is still held."""
-        with self._lock:
-            conns = list(self._connections)
-        return sum(c.stream_count for c in conns)
+    def secret(self) -> Secret | None:
+        """The shared secret (None: only client credentials), wrapped so that it never
+        shows in logs or reprs."""
+        return self.keys.shared
 
     def close(self, grace: float = 5.0) -> None:
         """Stop serving: refuse new connections, let calls in flight finish for up to

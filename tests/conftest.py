@@ -30,6 +30,14 @@ from easyrpc.proxy import EasyRpcProxy, engine_of
 from easyrpc.server import EasyRpcServer
 
 SECRET = "abcd1234"
+# Every secret a test gives a server or a proxy: no log line of the run may contain one
+# (``watch_secret`` adds a test's own; the run's check is ``secret_never_logged``).
+WATCHED_SECRETS: set[str] = {SECRET}
+
+
+def watch_secret(*secrets: str) -> None:
+    """Add *secrets* to those no log line of the run may contain."""
+    WATCHED_SECRETS.update(secrets)
 
 
 class Served:
@@ -240,7 +248,7 @@ async def loop_reader(proxy: AioProxy, timeout: float = 5.0) -> Any:
 
 
 class _SecretWatch(logging.Handler):
-    """Sees every log record of the whole run, at every level, and notes any that shows the secret."""
+    """Sees every log record of the whole run, at every level, and notes any that shows a watched secret."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -253,13 +261,13 @@ class _SecretWatch(logging.Handler):
             text = self.format(record)
         except Exception:  # noqa: BLE001 - a record that cannot format cannot leak through us either
             return
-        if SECRET in text:
+        if any(secret in text for secret in WATCHED_SECRETS):
             self.leaks.append(text[:300])
 
 
 @pytest.fixture(scope="session", autouse=True)
 def secret_never_logged() -> Iterator[None]:
-    """No log line of the whole test run contains the secret (checked at the end of the run)."""
+    """No log line of the whole test run contains a watched secret (checked at the end of the run)."""
     watch = _SecretWatch()
     watch.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s %(exc_text)s"))
     root = logging.getLogger()

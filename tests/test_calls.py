@@ -353,8 +353,8 @@ def test_a_function_registered_while_a_proxy_connects_reaches_it(
     original = rpc.get_registered_functions
     raced: list[bool] = []
 
-    def listing(namespace: str = "DEFAULT") -> list[dict[str, Any]]:
-        funcs = original(namespace)
+    def listing(namespace: str = "DEFAULT", access: Any = None) -> list[dict[str, Any]]:
+        funcs = original(namespace, access)
         if not raced:  # the welcome's list: register another function right after it
             raced.append(True)
             registrar = threading.Thread(target=rpc.origin, args=(late,), name="test-registrar", daemon=True)

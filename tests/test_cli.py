@@ -216,3 +216,42 @@ def test_call_sends_meta_key_values_as_call_metadata(serve: Any) -> None:
     assert bad.returncode == EXIT_USAGE and "--meta expects KEY=VALUE" in bad.stderr
     big = easyrpc("call", url, "metadata", "--meta", "k=" + "x" * 5000)
     assert big.returncode == EXIT_USAGE and "at most 4096 characters" in big.stderr
+
+
+def test_list_and_call_with_a_client_id(serve: Any) -> None:
+    """--client-id proves that id with its own secret: list shows (and call reaches) only
+    what its Access allows; an unknown id is an authentication failure."""
+    from flask import Flask
+
+    from easyrpc.server import Access, EasyRpcServer, call_context
+
+    from .conftest import watch_secret
+
+    watch_secret("cli-reporting-key-7a1c")
+    app = Flask("cli-identity")
+    rpc = EasyRpcServer(app, "/ws/id", credentials={"reporting": "cli-reporting-key-7a1c"},
+                        access={"reporting": Access(tags={"read"})})
+
+    @rpc.origin(tags={"read"})
+    def whoami() -> str | None:
+        ctx = call_context()
+        return ctx.identity if ctx is not None else None
+
+    @rpc.origin(tags={"admin"})
+    def wipe() -> str:
+        return "wiped"
+
+    served = serve(app, rpc)
+    url = f"ws://127.0.0.1:{served.port}/ws/id"
+    listed = easyrpc("list", url, "--client-id", "reporting", "--json", secret="cli-reporting-key-7a1c")
+    assert listed.returncode == 0, listed.stderr
+    assert {d["name"] for d in json.loads(listed.stdout)} == {"whoami", "get_registered_functions"}
+    done = easyrpc("call", url, "whoami", "--client-id", "reporting", secret="cli-reporting-key-7a1c")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == "reporting"
+    refused = easyrpc("call", url, "wipe", "--client-id", "reporting", secret="cli-reporting-key-7a1c")
+    assert refused.returncode == EXIT_NOT_FOUND
+    unknown = easyrpc("list", url, "--client-id", "nobody", secret="cli-reporting-key-7a1c")
+    assert unknown.returncode == EXIT_AUTH and "cli-reporting-key-7a1c" not in unknown.stderr
+    bad = easyrpc("list", url, "--client-id", "*", secret="cli-reporting-key-7a1c")
+    assert bad.returncode == EXIT_USAGE

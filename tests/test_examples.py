@@ -120,6 +120,15 @@ def test_typed_values_example() -> None:
                        "2030-01-01"]
 
 
+def test_identities_example() -> None:
+    """Two client credentials see and call different functions; a revoked key is closed and refused."""
+    out = _run("identities.py", 0).splitlines()
+    assert out == ["['get_registered_functions', 'refund', 'sales']", "order 7 refunded",
+                   "['get_registered_functions', 'sales']", "sales of 2030-01-01, for reporting: 42",
+                   "not offered: EasyRpcProxy has no remote function 'refund'", "revoked, 1 connection closed",
+                   "the server refused the connection: authentication failed"]
+
+
 def test_authorization_example() -> None:
     """Metadata carries a role; a server interceptor refuses what the role may not call and audits the rest."""
     out = _run("authorization.py", 0).splitlines()

@@ -331,11 +331,11 @@ def test_server_closing_during_a_handshake_sends_no_bye_before_the_welcome(
     closed = threading.Event()
     orig = rpc.get_registered_functions
 
-    def slow(namespace: str = "DEFAULT") -> Any:
+    def slow(namespace: str = "DEFAULT", access: Any = None) -> Any:
         if threading.current_thread().name.startswith("Thread") and not in_welcome.is_set():
             in_welcome.set()  # the handshake thread, after add_connection, before the welcome
             closed.wait(5)
-        return orig(namespace)
+        return orig(namespace, access)
 
     monkeypatch.setattr(rpc, "get_registered_functions", slow)
     closer = threading.Thread(target=lambda: (in_welcome.wait(5), rpc.close(grace=0), closed.set()),

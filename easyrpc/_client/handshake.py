@@ -30,10 +30,12 @@ class Welcomed:
     cipher: FrameCipher | None
 
 
-def client_handshake(ws: websocket.WebSocket, secret: Secret, namespace: str, encryption: bool) -> Welcomed:
-    """Authenticate on a freshly upgraded *ws*; AuthenticationError if refused or the
-    server cannot prove it knows the secret, ProtocolError if it speaks out of turn."""
-    hs = ClientHandshake(secret, namespace, encryption)
+def client_handshake(ws: websocket.WebSocket, secret: Secret, namespace: str, encryption: bool,
+                     client_id: str | None = None) -> Welcomed:
+    """Authenticate on a freshly upgraded *ws* (as *client_id*, if given); AuthenticationError
+    if refused or the server cannot prove it knows the secret, ProtocolError if it speaks
+    out of turn."""
+    hs = ClientHandshake(secret, namespace, encryption, client_id)
     while True:  # two messages at most: the machine raises on anything out of turn
         opcode, data = ws.recv_data()
         event = hs.receive_frame(opcode, bytes(data))

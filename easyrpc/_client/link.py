@@ -54,7 +54,7 @@ def open_link(engine: Engine, secret: Secret, busy: BusyPoll | None) -> Link:
     ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True, sslopt=sslopt)
     try:
         ws.connect(url, timeout=options.connect_timeout)  # type: ignore[no-untyped-call]
-        welcomed = client_handshake(ws, secret, options.namespace, options.encryption_enabled)
+        welcomed = client_handshake(ws, secret, options.namespace, options.encryption_enabled, options.client_id)
     except AuthenticationError:
         shutdown(ws)
         ws.shutdown()  # type: ignore[no-untyped-call]

@@ -40,7 +40,7 @@ def start_observed(engine: Engine, name: str, metadata: dict[str, str] | None, s
     info = CallInfo("client", name, engine.namespace, dict(metadata) if metadata else {}, stream=stream,
                     connection_id=engine.cid if engine.connected else "", peer=engine.url,
                     deadline=None if limit is None else time.monotonic() + limit,
-                    parent=None if scope is None else info_of(scope))
+                    parent=None if scope is None else info_of(scope), identity=engine.options.client_id)
     obs = observe(engine.options.interceptors, info)
     try:
         sent = check_metadata(info.metadata) or None

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.identity import check_client_id
 from .._core.metadata import check_metadata
 from .._spin import DEFAULT_BUSY_POLL, check_window
 from ..interceptors import Interceptor
@@ -27,6 +28,8 @@ class ClientOptions:
 
     Attributes:
         namespace: the namespace (or namespace group) whose functions to use.
+        client_id: the identity to prove (with ``server_secret`` being that id's own
+            secret, one of the server's ``credentials``); None: prove the shared secret.
         encryption_enabled: encrypt every frame (the server must enable it too).
         timeout: default time limit per call in seconds (``None``: no limit).
         ssl_context: connect with ``wss://`` using this context.
@@ -50,6 +53,7 @@ class ClientOptions:
     """
 
     namespace: str = "DEFAULT"
+    client_id: str | None = None
     encryption_enabled: bool = False
     timeout: float | None = None
     ssl_context: ssl.SSLContext | None = None
@@ -67,6 +71,8 @@ class ClientOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not self.namespace:
             raise ValueError("namespace must be a non-empty string")
+        if self.client_id is not None:
+            check_client_id(self.client_id)
         if self.timeout is not None and not _positive(self.timeout):
             raise ValueError(f"timeout must be a positive number of seconds or None, not {self.timeout!r}")
         for name in ("connect_timeout", "ping_interval", "ping_timeout", "max_backoff"):

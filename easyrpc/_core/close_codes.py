@@ -12,7 +12,7 @@ from typing import NamedTuple
 __all__ = [
     "NORMAL", "GOING_AWAY", "PROTOCOL_ERROR", "UNSUPPORTED_DATA", "INVALID_DATA", "POLICY", "TOO_BIG",
     "MANDATORY_EXTENSION", "INTERNAL_ERROR", "CLOSE_CODES", "ECHOED_CODES", "Close", "may_send", "echo_code",
-    "bad_frame", "REFUSED", "AUTH_TIMEOUT", "SHUTTING_DOWN", "ENCRYPTION_REQUIRED", "BAD_SEAL", "INVALID_UTF8",
+    "bad_frame", "REFUSED", "AUTH_TIMEOUT", "SHUTTING_DOWN", "ENCRYPTION_REQUIRED", "BAD_SEAL", "INVALID_UTF8", "REVOKED",
 ]
 
 NORMAL = 1000
@@ -47,6 +47,7 @@ SHUTTING_DOWN = Close(GOING_AWAY, "server shutting down")
 ENCRYPTION_REQUIRED = Close(POLICY, "encryption required")  # a text frame on an encrypted connection
 BAD_SEAL = Close(POLICY, "bad frame")  # a sealed frame that fails to open
 INVALID_UTF8 = Close(INVALID_DATA, "invalid UTF-8")
+REVOKED = Close(POLICY, "credential revoked")  # the server revoked the identity's key
 
 
 def bad_frame(code: int) -> Close:

@@ -38,6 +38,7 @@ from ..exceptions import AuthenticationError, ProtocolError
 from .cipher import FrameCipher, new_nonce
 from .close_codes import AUTH_TIMEOUT, INVALID_UTF8, REFUSED, SHUTTING_DOWN, Close
 from .frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from .identity import ServerKeys
 
 __all__ = [
     "Credentials", "ClientState", "ServerState", "ClientHandshake", "ServerHandshake",
@@ -57,7 +58,8 @@ def valid_nonce(nonce: object) -> bool:
 class Credentials(Protocol):
     """The proofs of the shared secret (:class:`easyrpc._handshake.Secret`)."""
 
-    def client_token(self, server_nonce: str, client_nonce: str, namespace: str, encryption: bool) -> str: ...
+    def client_token(self, server_nonce: str, client_nonce: str, namespace: str, encryption: bool,
+                     client_id: str | None = None) -> str: ...
     def check_server_proof(self, proof: str, server_nonce: str, client_nonce: str, cid: str) -> None: ...
     def check_client_token(self, token: str, server_nonce: str) -> dict[str, Any]: ...
     def server_proof(self, server_nonce: str, client_nonce: str, cid: str) -> str: ...
@@ -122,11 +124,13 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """(Server.) The token is good: the peer's *namespace* and the connection id given
-    to it. Register the connection, then send :meth:`ServerHandshake.welcome`."""
+    """(Server.) The token is good: the peer's *namespace*, the connection id given
+    to it and the *identity* proved (``_core.identity``; None: the shared secret only).
+    Register the connection, then send :meth:`ServerHandshake.welcome`."""
 
     namespace: str
     cid: str
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +165,10 @@ ServerEvent = Union[Authenticated, Refused, TimedOut, Failed, PeerClosed]
 class ClientHandshake:
     """The client's end: answers the ``hello`` with an ``auth``, checks the ``welcome``."""
 
-    def __init__(self, credentials: Credentials, namespace: str, encryption: bool) -> None:
+    def __init__(self, credentials: Credentials, namespace: str, encryption: bool, client_id: str | None = None) -> None:
         self.state = ClientState.AWAIT_HELLO
         self._credentials = credentials
+        self._client_id = client_id
         self._namespace = namespace
         self._encryption = encryption
         self._server_nonce = ""
@@ -206,7 +211,8 @@ class ClientHandshake:
         if not valid_nonce(hello.nonce):  # it salts the frame keys
             raise ProtocolError("the server's nonce is not 16 to 128 URL-safe characters")
         self._server_nonce, self._client_nonce = hello.nonce, new_nonce()
-        token = self._credentials.client_token(self._server_nonce, self._client_nonce, self._namespace, self._encryption)
+        token = self._credentials.client_token(self._server_nonce, self._client_nonce, self._namespace, self._encryption,
+                                               self._client_id)
         self.state = ClientState.AWAIT_WELCOME
         return SendAuth(proto.encode("auth", token=token))
 
@@ -227,11 +233,22 @@ class ClientHandshake:
 class ServerHandshake:
     """The server's end: the ``hello`` (:attr:`hello`, to send first), the peer's
     ``auth`` by :attr:`deadline` (*now* + *auth_timeout*, on the driver's clock), then
-    the ``welcome`` or the refusal."""
+    the ``welcome`` or the refusal.
 
-    def __init__(self, credentials: Credentials, encryption: bool, auth_timeout: float, now: float) -> None:
+    With *keys* the token's ``id`` claim picks the secret it is checked with (and the
+    proof and frame keys use that one); without, *credentials* check every token.
+    *peer_identity* is the TLS client certificate's subject, the identity of a token
+    that names no id."""
+
+    def __init__(self, credentials: Credentials | None, encryption: bool, auth_timeout: float, now: float, *,
+                 keys: ServerKeys | None = None, peer_identity: str | None = None) -> None:
+        if credentials is None and keys is None:
+            raise ValueError("a server handshake needs credentials or keys")
         self.state = ServerState.HELLO_SENT
-        self._credentials = credentials
+        self._credentials: Credentials = credentials  # type: ignore[assignment]  # chosen by keys if None
+        self._keys = keys
+        self._peer_identity = peer_identity
+        self.identity: str | None = None
         self._encryption = encryption
         self._auth_timeout = auth_timeout
         self.deadline = now + auth_timeout
@@ -283,7 +300,10 @@ class ServerHandshake:
         except ProtocolError as exc:
             return self._refuse("protocol", f"handshake failed: {exc}")
         try:
-            claims = self._credentials.check_client_token(msg.token, self._nonce)
+            if self._keys is None:
+                claims, identity = self._credentials.check_client_token(msg.token, self._nonce), self._peer_identity
+            else:
+                claims, self._credentials, identity = self._keys.verify(msg.token, self._nonce, self._peer_identity)
         except AuthenticationError as exc:
             return self._refuse("auth", str(exc))
         version = claims.get("v")
@@ -300,9 +320,10 @@ class ServerHandshake:
             return self._refuse("encryption", f"encryption mismatch: the server has encryption {state}")
         self._client_nonce = claims["cn"]
         self.namespace = claims["ns"]
+        self.identity = identity
         self.cid = uuid.uuid4().hex
         self.state = ServerState.AUTHENTICATED
-        return Authenticated(self.namespace, self.cid)
+        return Authenticated(self.namespace, self.cid, identity)
 
     def _refuse(self, code: str, reason: str) -> Refused:
         self.state = ServerState.REFUSED

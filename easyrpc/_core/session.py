@@ -19,7 +19,7 @@ from .. import _protocol as proto
 from ..exceptions import ProtocolError
 from .callbacks import CallbackFailure, CallbackResult, parse_client
 
-__all__ = ["BadText", "Notice", "Run", "Send", "ServerSession"]
+__all__ = ["BadText", "Notice", "Run", "Send", "ServerSession", "not_found"]
 
 T = TypeVar("T")  # what the I/O layer runs a call as
 R = TypeVar("R")  # a function's registration
@@ -54,6 +54,12 @@ class BadText:
     """The message is not UTF-8 (in a text frame: close the connection with 1007)."""
 
     reason: str
+
+
+def not_found(call_id: int, name: str) -> bytes:
+    """The refusal of a call to a function the connection does not have (or may not call:
+    the same words, so a refusal tells nothing more)."""
+    return proto.encode_failure(call_id, proto.error_wire("FunctionNotFound", f"no function named {name!r} in this namespace"))
 
 
 # a cancel, a credit or an answer to the server's cb is handed on as the message itself
@@ -103,8 +109,7 @@ class ServerSession(Generic[T, R]):
                 "ServerBusy", f"too many calls in flight on this connection (limit {self.max_in_flight})")))
         reg = self._lookup(msg.fn)
         if reg is None:
-            return Send(proto.encode_failure(msg.id, proto.error_wire(
-                "FunctionNotFound", f"no function named {msg.fn!r} in this namespace")))
+            return Send(not_found(msg.id, msg.fn))
         self.tasks[msg.id] = None
         return Run(msg, reg)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
 from .._core.credit import SendCredit
+from .._core.session import not_found
 from .._pool import PoolClosed
 from ..exceptions import ArgumentError, SerializationError
 from ..interceptors import current_call, info_of, observe, refusal
@@ -62,6 +63,9 @@ class Calls:
         task.scope = [conn, msg, deadline, stream, None]  # call_context() builds its CallInfo if asked
         with conn._lock:
             conn._session.started(msg.id, task)
+        if conn.relayed_for is not None and not conn.relayed_for(msg, reg):  # a trusted relay's caller
+            conn.finish(msg.id, task, not_found(msg.id, msg.fn))
+            return
         if conn.server.interceptors and not self._observe(msg, task):
             return
         try:
@@ -89,7 +93,8 @@ class Calls:
                 conn.finish(msg.id, task, proto.encode_failure(msg.id, proto.error_wire(
                     "TypeError", f"{msg.fn}() takes no arguments")))
             else:
-                conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(conn.namespace)))
+                conn.finish(msg.id, task, proto.encode_result(msg.id, server.get_registered_functions(
+                    conn.namespace, conn.access)))
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
             # a call that may wait on its callbacks never holds the hub's leader

@@ -64,7 +64,7 @@ class ServerConnection(ConnectionIO):
         self._idle = threading.Condition(self._lock)
         # the calls in flight and the rules for new ones (sans-I/O), under self._lock
         self._session: ServerSession[CallTask | StreamTask, Any] = ServerSession(
-            lambda name: server.functions_for(self.namespace).get(name), server.max_in_flight)
+            lambda name: server.functions_for(self.namespace, self.access).get(name), server.max_in_flight)
         self._tasks = self._session.tasks
         self._keepalive_policy = Keepalive(server.ping_interval, server.ping_timeout, time.monotonic())
         self._calls = Calls(self)
@@ -76,7 +76,8 @@ class ServerConnection(ConnectionIO):
         try:
             if not self.handshake():
                 return
-            self.log.info("connection %s opened from %s (namespace %s)", self.cid, self.peer, self.namespace)
+            self.log.info("connection %s opened from %s (namespace %s, identity %s)", self.cid, self.peer,
+                          self.namespace, "-" if self.identity is None else repr(self.identity))
             try:
                 if not self.owned:
                     self.release_early()

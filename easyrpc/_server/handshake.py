@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
 from .._core.cipher import FrameCipher
-from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, bad_frame
+from .._core.close_codes import BAD_SEAL, ENCRYPTION_REQUIRED, NORMAL, REVOKED, bad_frame
 from .._core.frames import OP_PONG, FrameError
 from .._core.handshake import Authenticated, Failed, Pong, Refused, ServerEvent, ServerHandshake, TimedOut
+from .._core.identity import Access, subject_of
 from .._net.green import reading_socket
 from .._parts import is_packed
 from .._spin import busy_policy
@@ -33,6 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["Handshake", "Stop"]
 
 _RECEIVE_BYTES = 1 << 18  # simple-websocket's recv size, once the inbox reads
+
+
+def _certificate_subject(sock: socket.socket) -> str | None:
+    """The subject (CN) of the TLS client certificate the server verified, if any."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    try:
+        return subject_of(sock.getpeercert())
+    except (OSError, ValueError):
+        return None
 
 
 class Stop(Exception):
@@ -66,12 +79,18 @@ class Handshake:
         self._frames = FrameReader(reading_socket(self.sock), server.preauth_max_message, masked=True,
                                    tick=self.server_tick, on_tick=self.on_tick, busy=busy_policy(server.busy_poll))
         # the handshake's state and rules; the auth deadline runs from here (the upgrade)
-        self._hs = ServerHandshake(server.secret, server.encryption_enabled, server.auth_timeout, time.monotonic())
+        self._hs = ServerHandshake(None, server.encryption_enabled, server.auth_timeout, time.monotonic(),
+                                   keys=server.keys, peer_identity=_certificate_subject(self.sock))
         self.namespace = ""
         self.cid = ""
+        self.identity: str | None = None  # who the peer proved to be (``_core.identity``)
+        self.access: Access | None = None  # what it may call (None: everything)
+        # a trusted relay's connection: whether the caller it names may call a function
+        self.relayed_for: Callable[[proto.Call, Any], bool] | None = None
         self.cipher: FrameCipher | None = None
         self.welcomed = False
         self._push_lock = threading.Lock()  # the welcome, then pushed function lists, in order
+        self._offered: list[Any] | None = None  # the list last sent, for a connection of limited access
         self._inbox_lock = threading.Lock()
         self._ready = False
         self._early: list[bytes | str] = []
@@ -127,11 +146,18 @@ class Handshake:
             if event.close is not None:
                 self.close(*event.close)
             return False
-        self.namespace, self.cid = event.namespace, event.cid
+        self.namespace, self.cid, self.identity = event.namespace, event.cid, event.identity
+        self.access = server.access_of(self.identity)
+        self.relayed_for = server.caller_check(self.identity, self.namespace)
         # Added before its function list is taken: a function registered from now on is
         # pushed to it (push_functions waits for the welcome, which the list goes out in).
         if not server.add_connection(self):  # type: ignore[arg-type]
             self.close(*hs.shutting_down())
+            return False
+        if self.identity is not None and server.keys.revoked(self.identity):
+            # revoked between the check of its token and now: revoke() closed the
+            # connections it found, this one it may not have seen
+            self.close(*REVOKED)
             return False
         with self._push_lock:
             return self._welcome(hs)
@@ -139,7 +165,10 @@ class Handshake:
     def _welcome(self, hs: ServerHandshake) -> bool:
         """(Under the push lock.) Send the welcome with the functions on offer now."""
         server = self.server
-        welcome = hs.welcome(server.get_registered_functions(self.namespace))
+        offer = server.get_registered_functions(self.namespace, self.access)
+        if self.access is not None:
+            self._offered = offer  # what it knows: a push of the same list says nothing new
+        welcome = hs.welcome(offer)
         if self.owned:
             self._frames.max_message = server.max_message_size
         else:
@@ -218,10 +247,18 @@ class Handshake:
 
     # --- after the handshake -----------------------------------------------------------
     def push_functions(self) -> None:
-        """Send the functions on offer now (after the welcome, which carries them until then)."""
+        """Send the functions on offer now (after the welcome, which carries them until then).
+
+        A connection whose access is limited is sent a list only when its own changed: it
+        must not learn even that a function it may not call came or went."""
         with self._push_lock:
             if self.welcomed:
-                self.send(proto.encode("funcs", fs=self.server.get_registered_functions(self.namespace)))
+                offer = self.server.get_registered_functions(self.namespace, self.access)
+                if self.access is not None:
+                    if offer == self._offered:
+                        return
+                    self._offered = offer
+                self.send(proto.encode("funcs", fs=offer))
 
     def open_frame(self, data: bytes | str, binary: bool) -> bytes | str | None:
         """A message's plaintext (opened if encrypted); None if it was refused."""

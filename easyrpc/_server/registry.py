@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._convert import Plan, plan_for
+from .._core.identity import Access
 from .._signature import callable_kind, describe_function, is_identifier
 from .tasks import CallPace
 
@@ -43,6 +44,7 @@ class Registered:
     link: ServerLink | None = None  # for functions forwarded from another server
     pace: CallPace = field(default_factory=CallPace, compare=False, repr=False)  # plain functions' run times
     plan: Plan | None = field(default=None, compare=False, repr=False)  # how its arguments are converted
+    tags: frozenset[str] = frozenset()  # given at registration: what an Access may allow it by
 
 
 def _relay_marker(*args: Any, **kwargs: Any) -> Any:
@@ -74,11 +76,12 @@ class Registry:
         self._lock = threading.Lock()
         self._namespaces: dict[str, dict[str, Registered]] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
-        self._views: dict[str, dict[str, Registered]] = {}
+        self._views: dict[Any, dict[str, Registered]] = {}  # by namespace, or (namespace, Access)
         self._links: dict[ServerLink, dict[str, Registered]] = {}  # in creation order
 
-    def register(self, func: Callable[..., Any], namespace: str, name: str | None) -> str:
-        """Register *func* under *name* (default: its ``__name__``) in *namespace*; the name."""
+    def register(self, func: Callable[..., Any], namespace: str, name: str | None, tags: frozenset[str] = frozenset()) -> str:
+        """Register *func* under *name* (default: its ``__name__``) in *namespace*, tagged
+        *tags*; the name."""
         name = name or getattr(func, "__name__", "")
         if not isinstance(name, str) or not is_identifier(name):
             raise ValueError(f"function name must be a plain identifier, not {name!r}")
@@ -88,7 +91,7 @@ class Registry:
             raise ValueError("namespace must be a non-empty string")
         desc = describe_function(func, name, namespace)
         desc["route"] = [self._server_id]
-        reg = Registered(name, namespace, func, callable_kind(func), desc, plan=plan_for(func, name))
+        reg = Registered(name, namespace, func, callable_kind(func), desc, plan=plan_for(func, name), tags=tags)
         with self._lock:
             if namespace in self._groups:
                 raise ValueError(f"{namespace!r} is a namespace group")
@@ -110,8 +113,11 @@ class Registry:
         """True if a connection of *namespace* sees a change to namespace *changed*."""
         return namespace == changed or changed in self._groups.get(namespace, ())
 
-    def functions_for(self, namespace: str) -> dict[str, Registered]:
-        """The functions a connection of *namespace* (a namespace or group) may call."""
+    def functions_for(self, namespace: str, access: Access | None = None) -> dict[str, Registered]:
+        """The functions a connection of *namespace* (a namespace or group) may call, with
+        *access* (None: all of them)."""
+        if access is not None:
+            return self._allowed(namespace, access)
         view = self._views.get(namespace)  # every call looks: no lock once built
         if view is not None:
             return view
@@ -136,6 +142,18 @@ class Registry:
                 describe_function(_get_registered_functions, BUILTIN_LIST, namespace))
             self._views[namespace] = view
             return view
+
+    def _allowed(self, namespace: str, access: Access) -> dict[str, Registered]:
+        key = (namespace, access)
+        view = self._views.get(key)
+        if view is not None:
+            return view
+        whole = self.functions_for(namespace)
+        view = {n: r for n, r in whole.items() if r.kind == "builtin" or access.allows(r.namespace, n, r.tags, namespace)}
+        with self._lock:
+            if self._views.get(namespace) is whole:  # not changed meanwhile: keep it
+                self._views[key] = view
+        return view
 
     # --- links --------------------------------------------------------------------------
     def add_link(self, link: ServerLink) -> None:
