@@ -890,7 +890,12 @@ def test_two_easyrpc_routes_on_one_app_both_read_their_own_sockets(serve: Callab
 # === E. The client's reading role =========================================================
 def test_sequential_blocking_calls_read_their_own_replies(
         owned: Target, open_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """200 sequential calls: nearly all replies are read on the calling thread; futures and streams by the hub."""
+    """200 sequential calls: nearly all replies are read on the calling thread; futures and streams by the hub.
+
+    A caller descheduled for over 50 ms between two calls (a loaded CI machine) finds the
+    hub holding the role again, by design: up to three rounds of 200, one of which must
+    show the caller reading at least 150 of its replies (a client that never lets
+    callers read fails all three)."""
     p = open_proxy(owned.served)
     engine = engine_of(p)
     readers: list[str] = []
@@ -911,12 +916,19 @@ def test_sequential_blocking_calls_read_their_own_replies(
     monkeypatch.setattr(Inbound, "on_message", spy_message)
     monkeypatch.setattr(ReadingRole, "lead", spy_lead)
     me = threading.current_thread().name
-    for i in range(200):
-        assert p.echo({"i": i}) == {"i": i}
-    assert len(readers) == 200, readers  # one reply each, handled once
-    assert all(r == me or r.startswith("easyrpc-hub-") for r in readers), set(readers)
-    assert readers.count(me) >= 150, f"only {readers.count(me)} of 200 replies were read by the caller"
-    assert led >= 150
+    rounds: list[tuple[int, int]] = []  # (replies read by the caller, calls that took the free role)
+    for _ in range(3):  # bounded
+        readers.clear()
+        led = 0
+        for i in range(200):
+            assert p.echo({"i": i}) == {"i": i}
+        assert len(readers) == 200, readers  # one reply each, handled once
+        assert all(r == me or r.startswith("easyrpc-hub-") for r in readers), set(readers)
+        rounds.append((readers.count(me), led))
+        if readers.count(me) >= 150 and led >= 150:
+            break
+    else:
+        pytest.fail(f"in no round of 200 did the caller read 150 of its replies: (read, led) = {rounds}")
 
     readers.clear()
     futures = [p.echo.submit(i) for i in range(50)]
