@@ -287,17 +287,21 @@ def test_nothing_from_the_wire_reaches_the_module_as_code() -> None:
             {"name": "a", "kind": "POSITIONAL_OR_KEYWORD", "annotation": evil, "type": evil},
             {"name": "b", "kind": "POSITIONAL_OR_KEYWORD", "type": "typing.Literal[" + evil + "]"},
             {"name": "c", "kind": "POSITIONAL_OR_KEYWORD", "type": "list['os.system']"},
-            {"name": "d", "kind": "POSITIONAL_OR_KEYWORD", "type": "T", "default": evil, "value": {"k": [1]}}],
+            {"name": "d", "kind": "POSITIONAL_OR_KEYWORD", "type": "T", "default": evil, "value": {"k": [1]}},
+            {"name": "e", "kind": "POSITIONAL_OR_KEYWORD", "type": "Color", "default": "x", "member": "Color.RED"},
+            {"name": "g", "kind": "POSITIONAL_OR_KEYWORD", "type": "Color", "default": "x", "member": "Color.BLUE"}],
         "return_type": "os.system", "return_annotation": "x\nimport os",
         "types": {"T": {"kind": "dataclass", "doc": "", "fields": [
             {"name": "x", "type": "int", "default": "0", "value": evil}]},
             "import os": {"kind": "enum", "members": []},
+            "Color": {"kind": "enum", "members": [{"name": "RED", "value": 1}]},
             "E": {"kind": "enum", "members": [{"name": "A", "value": ["not", "a", "scalar"]}]}},
     }
     text = render_module([desc, {"name": "1bad", "parameters": []}], "Api")
     code = _code_lines(text)
     assert "system" not in code and "__import__" not in code and "pwned" not in code and "1bad" not in code
-    assert "def f(self, a: typing.Any, b: typing.Any, c: typing.Any, d: T = {'k': [1]}) -> typing.Any:" in text
+    assert ("def f(self, a: typing.Any, b: typing.Any, c: typing.Any, d: T = {'k': [1]}, e: Color = Color.RED, "
+            "g: Color = ...) -> typing.Any:") in text  # an enum default only if the enum has that member
     assert """    x: int = "__import__('os')""" in text  # a value is written as its repr: data, not code
     assert "class E" not in text
     tree = ast.parse(text)

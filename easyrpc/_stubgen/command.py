@@ -37,7 +37,13 @@ def _proxy_attributes() -> set[str]:
 def run_stubgen(args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any],
                 usage_error: Callable[[str], Exception]) -> int:
     """Run the command; *connect* opens the blocking proxy the command line describes."""
-    class_name = args.class_name or class_name_for(urlsplit(args.url).path)
+    if isinstance(args.url, list):  # a command line that takes several URLs: FILE is the last word
+        if args.check and args.file is None and len(args.url) > 1:
+            args.file = args.url.pop()
+        url = args.url[0]
+    else:
+        url = args.url
+    class_name = args.class_name or class_name_for(urlsplit(url).path)
     if not class_name.isidentifier() or not class_name.isascii():
         raise usage_error(f"--class-name: not an identifier: {class_name!r}")
     if args.check and args.file is None:
@@ -56,9 +62,9 @@ def run_stubgen(args: argparse.Namespace, connect: Callable[[argparse.Namespace]
     if args.check:
         diff = differences(file_text, text)
         if not diff:
-            print(f"{args.file} matches {args.url} (namespace {args.namespace})")
+            print(f"{args.file} matches {url} (namespace {args.namespace})")
             return 0
-        print(f"{args.file} does not match {args.url} (namespace {args.namespace}):", file=sys.stderr)
+        print(f"{args.file} does not match {url} (namespace {args.namespace}):", file=sys.stderr)
         print("\n".join(diff), file=sys.stderr)
         return EXIT_DRIFT
     if args.output is None:

@@ -91,10 +91,8 @@ def _type_of(entry: Mapping[str, Any], names: Mapping[str, str], type_key: str =
 
 def _default(entry: Mapping[str, Any], annotation: str, names: Mapping[str, str]) -> str | None:
     member = entry.get("member")
-    if isinstance(member, str):
-        enum_name, _, attr = member.partition(".")
-        if enum_name in names and is_identifier(attr):
-            return f"{names[enum_name]}.{attr}"
+    if isinstance(member, str) and "." in member and member in names:  # "Key.MEMBER" of an enum written
+        return names[member]
     if "value" not in entry:
         return None
     value = entry["value"]
@@ -153,7 +151,7 @@ def _type_class(name: str, d: Mapping[str, Any], names: Mapping[str, str]) -> li
                 line += f"  # {comment_text(unresolved)}"
             body.append(line)
     if kind == "typeddict":
-        return _typeddict(name, doc, [f.get("required") is not False for f in fields], body)
+        return _typeddict(name, doc, [f.get("required") is not False for f in fields or []], body)
     if isinstance(doc, str) and doc:
         lines.append("    " + doc_literal(doc, "    "))
     lines += body or (["    pass"] if not lines[1:] else [])
@@ -286,6 +284,10 @@ def render_module(descriptions: list[dict[str, Any]], class_name: str, *, namesp
     enums_first = sorted(types.defs, key=lambda n: (types.defs[n].get("kind") != "enum", n))
     dropped = {n for n in enums_first if _type_class(n, types.defs[n], types.scope[n]) is None}
     kept = [n for n in enums_first if n not in dropped]
+    for names in types.names_of:  # an enum default, "Key.MEMBER", only for members the enum has
+        for key, name in list(names.items()):
+            if name in kept and types.defs[name].get("kind") == "enum":
+                names.update({f"{key}.{m['name']}": f"{name}.{m['name']}" for m in types.defs[name]["members"]})
     out += ["", f"__all__ = {sorted([class_name, 'Async' + class_name, *kept])!r}"]
     for name in kept:
         scope = {k: v for k, v in types.scope[name].items() if v not in dropped}
