@@ -224,8 +224,11 @@ def _text_of_default(default: Any) -> str:
 def add_types(desc: dict[str, Any], func: Callable[..., Any]) -> None:
     """Add the ``type`` of each annotated parameter, ``return_type`` and ``types`` to *desc*.
 
-    Annotations that do not resolve (``inspect.signature(eval_str=True)`` fails) add nothing.
+    ``types`` is always added (maybe empty): it tells a client that a missing ``type``
+    means "outside the vocabulary", not "from a server before types". Annotations that do
+    not resolve (``inspect.signature(eval_str=True)`` fails) add no ``type``.
     """
+    desc["types"] = {}
     try:
         sig = inspect.signature(func, eval_str=True)
     except Exception:  # noqa: BLE001 - an annotation that does not resolve: described as text only
@@ -240,5 +243,4 @@ def add_types(desc: dict[str, Any], func: Callable[..., Any]) -> None:
         written = writer.write(sig.return_annotation)
         if written is not None:
             desc["return_type"] = written
-    if writer.types:
-        desc["types"] = writer.types
+    desc["types"] = writer.types

@@ -306,3 +306,12 @@ def test_nothing_from_the_wire_reaches_the_module_as_code() -> None:
     assert "class E" not in text
     tree = ast.parse(text)
     assert ast.get_docstring(tree.body[-1].body[-1]) == 'doc """ with \\ quotes"'  # type: ignore[attr-defined]
+
+
+def test_display_text_is_tried_only_for_servers_that_send_no_types() -> None:
+    params = [{"name": "a", "kind": "POSITIONAL_OR_KEYWORD", "annotation": "Optional[int]"},
+              {"name": "b", "kind": "POSITIONAL_OR_KEYWORD", "annotation": "Text"}]
+    old = {"name": "f", "kind": "function", "parameters": params, "return_annotation": "list[str]"}
+    assert "def f(self, a: typing.Optional[int], b: typing.Text) -> list[str]:" in render_module([old], "Api")
+    new = {**old, "types": {}}  # a newer server: no `type` means it could not write one (b may be its own Text)
+    assert "def f(self, a: typing.Any, b: typing.Any) -> typing.Any:" in render_module([new], "Api")

@@ -78,10 +78,15 @@ class _Types:
 
 
 def _type_of(entry: Mapping[str, Any], names: Mapping[str, str], type_key: str = "type",
-             text_key: str = "annotation") -> tuple[str, str | None]:
-    """The annotation to write and, if it had to become Any, the original text for a comment."""
+             text_key: str = "annotation", *, old_server: bool = False) -> tuple[str, str | None]:
+    """The annotation to write and, if it had to become Any, the original text for a comment.
+
+    Only for an *old_server* (one that sends no ``types``) is the display text tried: a
+    newer server's missing ``type`` means the annotation is outside the vocabulary, and its
+    text may name a class of the server's that happens to share a ``typing`` name.
+    """
     node = parse_type(entry.get(type_key), names)
-    if node is None:
+    if node is None and old_server:
         node = parse_type(entry.get(text_key), names, bare_typing=True)
     if node is not None:
         return ast.unparse(node), None
@@ -219,7 +224,7 @@ def _method(desc: Mapping[str, Any], names: Mapping[str, str], aio: bool, shadow
     star = any(p.get("kind") == "VAR_POSITIONAL" for p in params)
     for i, p in enumerate(params):
         kind = p.get("kind")
-        annotation, unresolved = _type_of(p, names)
+        annotation, unresolved = _type_of(p, names, old_server="types" not in desc)
         annotation = _qualify_builtins(annotation, shadowed)
         if unresolved is not None:
             comments.append(f"{p['name']}: {comment_text(unresolved)}")
@@ -236,7 +241,7 @@ def _method(desc: Mapping[str, Any], names: Mapping[str, str], aio: bool, shadow
         parts.append(text)
         if positional_only and kind == "POSITIONAL_ONLY" and (i + 1 == len(params) or params[i + 1].get("kind") != kind):
             parts.append("/")
-    ret, unresolved = _type_of(desc, names, "return_type", "return_annotation")
+    ret, unresolved = _type_of(desc, names, "return_type", "return_annotation", old_server="types" not in desc)
     if unresolved is not None:
         comments.append(f"return: {comment_text(unresolved)}")
     if desc.get("kind") == "generator":
