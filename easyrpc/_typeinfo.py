@@ -35,7 +35,7 @@ from typing_extensions import is_typeddict
 
 from ._signature import MAX_TEXT, is_identifier, travels_as_itself
 
-__all__ = ["BUILTIN_TYPES", "TYPE_MODULES", "add_types"]
+__all__ = ["BUILTIN_TYPES", "MAX_TYPES", "TYPE_MODULES", "add_types"]
 
 BUILTIN_TYPES = frozenset({
     "int", "float", "str", "bool", "bytes", "bytearray", "memoryview", "complex", "object",

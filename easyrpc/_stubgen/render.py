@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._signature import is_identifier
-from .._typeinfo import BUILTIN_TYPES
+from .._typeinfo import BUILTIN_TYPES, MAX_TYPES
 from .exprs import ITERATORS, comment_text, doc_literal, parse_type, render_value
 
 __all__ = ["render_module", "class_name_for"]
@@ -58,7 +58,7 @@ class _Types:
             raw = desc.get("types")
             names: dict[str, str] = {}
             if isinstance(raw, dict):
-                for key, definition in raw.items():
+                for key, definition in list(raw.items())[:MAX_TYPES]:  # as many as a server writes
                     if not is_identifier(key) or not isinstance(definition, dict):
                         continue
                     ident = (key, repr(sorted(definition.items(), key=lambda kv: str(kv[0]))))
