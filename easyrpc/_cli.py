@@ -1,4 +1,4 @@
-"""The ``easyrpc`` command line: ``demo``, ``list``, ``call`` and ``serve``."""
+"""The ``easyrpc`` command line: ``demo``, ``list``, ``call``, ``serve`` and ``stubgen``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ._core.identity import check_client_id
 from ._core.metadata import check_metadata
+from ._stubgen.command import EXIT_DRIFT, add_arguments, run_stubgen
 from .exceptions import (
     AuthenticationError,
     CallTimeout,
@@ -45,6 +46,7 @@ EXIT_CODES = {
     EXIT_NOT_FOUND: "no such function in the namespace",
     EXIT_TIMEOUT: "the call timed out",
     EXIT_OTHER: "other error (bad argument JSON, protocol error)",
+    EXIT_DRIFT: "stubgen --check: the file no longer matches the server",
 }
 
 
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_call.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="call metadata, sent as text (the function reads it through call_context()); "
                              "repeatable")
+    stub_help = "write typed Protocol classes of a server's functions (or --check a written file against it)"
+    p_stub = sub.add_parser("stubgen", help=stub_help, description=stub_help, epilog=_epilog(), formatter_class=fmt)
+    _connection_options(p_stub)
+    add_arguments(p_stub)
     p_serve = sub.add_parser("serve", help="serve a Flask app with gunicorn (threaded workers)", epilog=_epilog(),
                              formatter_class=fmt)
     p_serve.add_argument("target", help="module:attribute, a Flask app, an EasyRpcServer, or module:factory()")
@@ -323,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "call":
             return cmd_call(args)
+        if args.command == "stubgen":
+            return run_stubgen(args, _connect, lambda message: CliError(EXIT_USAGE, message))
         return cmd_serve(args)
     except CliError as exc:
         print(f"easyrpc: {exc}", file=sys.stderr)

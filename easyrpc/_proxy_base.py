@@ -130,8 +130,9 @@ class ProxyBase:
 
     _engine: Engine
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, interface: type | None = None) -> None:
         self._engine = engine
+        self._interface = interface  # create(..., interface=Cls): results convert as Cls annotates them
         self._built: dict[str, tuple[FunctionSpec, Callable[..., Any]]] = {}
         self._built_lock = threading.Lock()
         self._offer_loop: asyncio.AbstractEventLoop | None = None  # easyrpc.aio: where async ones run
@@ -161,6 +162,14 @@ class ProxyBase:
     def _build(self, spec: FunctionSpec, timeout: float | None,
                metadata: dict[str, str] | None = None) -> Callable[..., Any]:
         raise NotImplementedError
+
+    def _result_converter(self, spec: FunctionSpec) -> Callable[[Any], Any] | None:
+        """What converts *spec*'s results (a generator's items) as the interface says; None: nothing."""
+        if self._interface is None:
+            return None
+        from ._interface import result_converter
+
+        return result_converter(self._interface, spec.name, spec.is_generator)
 
     def _variants(self, spec: FunctionSpec, timeout: float | None,
                   metadata: dict[str, str] | None) -> dict[str, Callable[..., Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
 from ._client.observed import end_with_future, open_stream, start_observed
@@ -25,6 +25,8 @@ from ._signature import FunctionSpec, wire_from_bound
 
 __all__ = ["ClientOptions", "EasyRpcProxy", "RemoteIterator", "engine_of"]
 
+I = TypeVar("I")  # noqa: E741 - the interface a proxy is typed as
+
 
 class RemoteIterator:
     """Items of a remote generator, as the server yields them.
@@ -33,8 +35,9 @@ class RemoteIterator:
     generator on the server.
     """
 
-    def __init__(self, stream: ClientStream) -> None:
+    def __init__(self, stream: ClientStream, convert: Callable[[Any], Any] | None = None) -> None:
         self._stream = stream
+        self._convert = convert
 
     def __iter__(self) -> RemoteIterator:
         return self
@@ -50,7 +53,7 @@ class RemoteIterator:
             value = self._stream.next_future().result(0)
         if value is END:
             raise StopIteration
-        return value
+        return value if self._convert is None else self._convert(value)
 
     def close(self) -> None:
         """Stop the stream and free the server's side."""
@@ -76,6 +79,16 @@ class EasyRpcProxy(ProxyBase):
     to share among threads: all calls share one WebSocket.
     """
 
+    @overload
+    @classmethod
+    def create(cls, origin_host: str, origin_port: int, origin_path: str, server_secret: str | bytes, *,
+               interface: Callable[..., I], options: ClientOptions | None = None, **kwargs: Any) -> I: ...
+
+    @overload
+    @classmethod
+    def create(cls, origin_host: str, origin_port: int, origin_path: str, server_secret: str | bytes, *,
+               interface: None = None, options: ClientOptions | None = None, **kwargs: Any) -> EasyRpcProxy: ...
+
     @classmethod
     def create(
         cls,
@@ -84,14 +97,19 @@ class EasyRpcProxy(ProxyBase):
         origin_path: str,
         server_secret: str | bytes,
         *,
+        interface: Any = None,
         options: ClientOptions | None = None,
         **kwargs: Any,
-    ) -> EasyRpcProxy:
+    ) -> Any:
         """Connect, authenticate and fetch the server's functions.
 
         Args:
             origin_host, origin_port, origin_path: where the server listens.
             server_secret: the secret shared with the server.
+            interface: a class whose methods type the functions, usually the ``Protocol``
+                ``easyrpc stubgen`` wrote: the proxy is then typed as that class for a type
+                checker, and results convert to its return annotations (a dataclass result
+                arrives as its dataclass; ``.submit()`` futures are not converted).
             options: a :class:`~easyrpc.proxy.ClientOptions`; or any of its fields as a
                 keyword (``namespace='admin'``, ``timeout=2.0``, ``ssl_context=...``,
                 ``connect_timeout``, ``ping_interval``, ``ping_timeout``, ``reconnect``,
@@ -103,9 +121,13 @@ class EasyRpcProxy(ProxyBase):
             ConnectionError: the server cannot be reached.
             TypeError: an unknown keyword; ValueError: an invalid option value.
         """
+        if interface is not None:
+            from ._interface import check_interface
+
+            check_interface(interface)
         engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
         engine.start()
-        return cls(engine)
+        return cls(engine, interface)
 
     def _build(self, spec: FunctionSpec, timeout: float | None,
                metadata: dict[str, str] | None = None) -> Callable[..., Any]:
@@ -113,10 +135,12 @@ class EasyRpcProxy(ProxyBase):
         icps = engine.options.interceptors
         name = spec.name
         variants = self._variants(spec, timeout, metadata)
+        convert = self._result_converter(spec)
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> RemoteIterator:
-                return RemoteIterator(open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata))
+                return RemoteIterator(open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata),
+                                      convert)
 
             return make_function(spec, stream, **variants)
 
@@ -155,6 +179,11 @@ class EasyRpcProxy(ProxyBase):
             obs.end()
             return result
 
+        if convert is not None:
+            def converted(*args: Any, **kwargs: Any) -> Any:
+                return convert(call(*args, **kwargs))
+
+            return make_function(spec, converted, submit=make_function(spec, submit), **variants)
         return make_function(spec, call, submit=make_function(spec, submit), **variants)
 
     def close(self) -> None:

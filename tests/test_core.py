@@ -32,7 +32,8 @@ from easyrpc.exceptions import (
 CORE = ["_protocol.py", "_codec.py", "_values.py", "_parts.py", "_convert.py", "_signature.py", "_handshake.py", "exceptions.py",
         "_core/cipher.py", "_core/close_codes.py", "_core/credit.py", "_core/frames.py", "_core/handshake.py",
         "_core/keepalive.py", "_core/metadata.py", "_core/requests.py", "_core/session.py", "_error_wire.py",
-        "_core/masking.py", "_core/callbacks.py"]
+        "_core/masking.py", "_core/callbacks.py", "_typeinfo.py", "_stubgen/exprs.py", "_stubgen/render.py",
+        "_stubgen/check.py"]
 FORBIDDEN = {"socket", "threading", "asyncio", "flask", "flask_sock", "simple_websocket", "websocket", "selectors", "ssl"}
 
 

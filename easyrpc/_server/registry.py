@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._convert import Plan, plan_for
 from .._core.identity import Access
 from .._signature import callable_kind, describe_function, is_identifier
+from .._typeinfo import add_types
 from .tasks import CallPace
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Registry:
         if not isinstance(namespace, str) or not namespace or len(namespace) > 200:
             raise ValueError("namespace must be a non-empty string")
         desc = describe_function(func, name, namespace)
+        add_types(desc, func)
         desc["route"] = [self._server_id]
         reg = Registered(name, namespace, func, callable_kind(func), desc, plan=plan_for(func, name), tags=tags)
         with self._lock:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
 from .._client.observed import open_stream, start_observed
@@ -36,6 +36,7 @@ from ..exceptions import CallTimeout
 __all__ = ["AsyncRemoteIterator", "ClientOptions", "EasyRpcProxy", "engine_of"]
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - the interface a proxy is typed as
 _SEND_OFF_LOOP = 1 << 20  # payloads this big are written off the event loop
 _OUTBOX_BATCH = 16  # calls queued in one turn of the loop go out this many at a time
 
@@ -70,8 +71,9 @@ async def _off_loop(fn: Callable[[], T], name: str, on_abandon: Callable[[], obj
 class AsyncRemoteIterator:
     """Items of a remote generator for ``async for``; ``aclose()`` stops it on the server."""
 
-    def __init__(self, stream: ClientStream) -> None:
+    def __init__(self, stream: ClientStream, convert: Callable[[Any], Any] | None = None) -> None:
         self._stream = stream
+        self._convert = convert
 
     def __aiter__(self) -> AsyncRemoteIterator:
         return self
@@ -95,7 +97,7 @@ class AsyncRemoteIterator:
             raise
         if value is END:
             raise StopAsyncIteration
-        return value
+        return value if self._convert is None else self._convert(value)
 
     async def aclose(self) -> None:
         """Stop the stream and free the server's side."""
@@ -126,14 +128,24 @@ class EasyRpcProxy(ProxyBase):
     A proxy belongs to the event loop that uses it.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: Engine, interface: type | None = None) -> None:
+        super().__init__(engine, interface)
         self._outbox: list[LoopCall] = []
         engine.callbacks.use_loops = True  # async def callbacks run on the loop of their call
         try:
             self._offer_loop = asyncio.get_running_loop()
         except RuntimeError:
             self._offer_loop = None
+
+    @overload
+    @classmethod
+    async def create(cls, origin_host: str, origin_port: int, origin_path: str, server_secret: str | bytes, *,
+                     interface: Callable[..., I], options: ClientOptions | None = None, **kwargs: Any) -> I: ...
+
+    @overload
+    @classmethod
+    async def create(cls, origin_host: str, origin_port: int, origin_path: str, server_secret: str | bytes, *,
+                     interface: None = None, options: ClientOptions | None = None, **kwargs: Any) -> EasyRpcProxy: ...
 
     @classmethod
     async def create(
@@ -143,19 +155,25 @@ class EasyRpcProxy(ProxyBase):
         origin_path: str,
         server_secret: str | bytes,
         *,
+        interface: Any = None,
         options: ClientOptions | None = None,
         **kwargs: Any,
-    ) -> EasyRpcProxy:
+    ) -> Any:
         """Connect, authenticate and fetch the server's functions, off the event loop.
 
-        The parameters are those of :meth:`easyrpc.proxy.EasyRpcProxy.create`. A call
+        The parameters are those of :meth:`easyrpc.proxy.EasyRpcProxy.create`
+        (``interface=AsyncServerA``: the async ``Protocol`` of ``easyrpc stubgen``). A call
         alone in flight busy-polls for its reply on the event loop itself, so
         ``busy_poll`` is also the longest the loop is held per call (100 µs by default);
         pass ``busy_poll=0`` where no other task may wait even that long.
         """
+        if interface is not None:
+            from .._interface import check_interface
+
+            check_interface(interface)
         engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
-        return cls(engine)
+        return cls(engine, interface)
 
     def _build(self, spec: FunctionSpec, timeout: float | None,
                metadata: dict[str, str] | None = None) -> Callable[..., Any]:
@@ -163,10 +181,12 @@ class EasyRpcProxy(ProxyBase):
         icps = engine.options.interceptors
         name = spec.name
         variants = self._variants(spec, timeout, metadata)
+        convert = self._result_converter(spec)
 
         if spec.is_generator:
             def stream(*args: Any, **kwargs: Any) -> AsyncRemoteIterator:
-                return AsyncRemoteIterator(open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata))
+                return AsyncRemoteIterator(
+                    open_stream(engine, name, *wire_from_bound(spec, args, kwargs), timeout, metadata), convert)
 
             return make_function(spec, stream, **variants)
 
@@ -186,6 +206,11 @@ class EasyRpcProxy(ProxyBase):
             obs.end()
             return result
 
+        if convert is not None:
+            async def converted(*args: Any, **kwargs: Any) -> Any:
+                return convert(await call(*args, **kwargs))
+
+            return make_function(spec, converted, **variants)
         return make_function(spec, call, **variants)
 
     async def _call(self, name: str, wargs: list[Any], wkwargs: dict[str, Any], timeout: float | None,
