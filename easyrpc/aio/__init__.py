@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
+from .._client.endpoints import parse_endpoints
 from .._client.observed import open_stream, start_observed
 from .._client.options import ClientOptions, client_options
 from .._proxy_base import ProxyBase, engine_of, make_function
@@ -153,7 +154,22 @@ class EasyRpcProxy(ProxyBase):
         ``busy_poll`` is also the longest the loop is held per call (100 µs by default);
         pass ``busy_poll=0`` where no other task may wait even that long.
         """
-        engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
+        return await cls.create_many([(origin_host, int(origin_port), origin_path)], server_secret,
+                                     options=options, **kwargs)
+
+    @classmethod
+    async def create_many(
+        cls,
+        endpoints: Sequence[str | tuple[str, int, str]],
+        server_secret: str | bytes,
+        *,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
+    ) -> EasyRpcProxy:
+        """Connect to the first of several servers that answers, off the event loop; fail
+        over on a drop (see :meth:`easyrpc.proxy.EasyRpcProxy.create_many`)."""
+        opts = client_options(options, kwargs)
+        engine = Engine(parse_endpoints(endpoints, opts.ssl_context is not None), server_secret, opts)
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine)
 
