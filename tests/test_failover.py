@@ -182,6 +182,8 @@ def test_killed_server_calls_fail_or_complete_once_then_go_on_through_the_next(
     first, second = backends
     c = client([_url(first.port), _url(second.port)], timeout=20)
     assert c.call("info")["pid"] == first.pid
+    drops: list[float] = []
+    c.proxy._engine.add_lost_listener(lambda: drops.append(time.monotonic()))
     outcomes: dict[str, str] = {}
     futures: list[tuple[str, Future[Any]]] = []
     stop = threading.Event()
@@ -225,7 +227,8 @@ def test_killed_server_calls_fail_or_complete_once_then_go_on_through_the_next(
     done = {tag for tag, what in outcomes.items() if what == "done"}
     lost = set(outcomes) - done
     assert done <= set(ran), done - set(ran)  # a completed call ran (once)
-    assert 0 < len(lost) <= IN_FLIGHT, len(lost)  # the calls in flight at the kill, at most
+    assert len(drops) == 1 and drops[0] >= killed_at, drops  # the kill dropped the connection, once
+    assert len(lost) <= IN_FLIGHT, len(lost)  # the calls in flight at the kill, at most
     assert set(second.tags()) & done and answered in second.tags()
     assert c.call("info")["pid"] == second.pid
     assert c.proxy._engine.url == _url(second.port)
