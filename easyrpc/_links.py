@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
 from ._client import CallFuture, Engine
-from ._client.endpoints import parse_endpoints
 from ._client.observed import open_stream, start_observed
 from ._client.options import ClientOptions
 from ._core.identity import caller_identity, on_behalf_of
@@ -56,8 +55,8 @@ class ServerLink:
         self.namespace = options.namespace
         self.local_namespace = local_namespace or options.namespace
         # a link always reconnects: its functions come back with the origin
-        self.engine = Engine(parse_endpoints([(origin_host, int(origin_port), origin_path)], options.ssl_context is not None),
-                             server_secret, dataclasses.replace(options, reconnect=True))
+        self.engine = Engine([(origin_host, int(origin_port), origin_path)], server_secret,
+                             dataclasses.replace(options, reconnect=True))
         self.url = self.engine.url
         self.engine.add_listener(self._sync)
         self.engine.add_lost_listener(self._withdraw)

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
-from ._client.endpoints import parse_endpoints
+from ._client.endpoints import EndpointSpec
 from ._client.observed import end_with_future, open_stream, start_observed
 from ._client.options import ClientOptions, client_options
 from ._proxy_base import ProxyBase, engine_of, make_function
@@ -109,7 +109,7 @@ class EasyRpcProxy(ProxyBase):
     @classmethod
     def create_many(
         cls,
-        endpoints: Sequence[str | tuple[str, int, str]],
+        endpoints: Sequence[EndpointSpec],
         server_secret: str | bytes,
         *,
         options: ClientOptions | None = None,
@@ -128,8 +128,7 @@ class EasyRpcProxy(ProxyBase):
         dropped first, with the usual backoff between rounds. Other parameters and errors
         as for :meth:`create` (ConnectionError names each endpoint's failure).
         """
-        opts = client_options(options, kwargs)
-        engine = Engine(parse_endpoints(endpoints, opts.ssl_context is not None), server_secret, opts)
+        engine = Engine(endpoints, server_secret, client_options(options, kwargs))
         engine.start()
         return cls(engine)
 

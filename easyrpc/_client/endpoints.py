@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["ENDPOINT_ORDERS", "Endpoint", "Endpoints", "parse_endpoints"]
+__all__ = ["ENDPOINT_ORDERS", "Endpoint", "EndpointSpec", "Endpoints", "parse_endpoints"]
 
 ENDPOINT_ORDERS = ("in-order", "random")
+EndpointSpec = str | tuple[str, int, str]  # a ws:// or wss:// URL, or (host, port, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ def endpoint(host: str, port: int, path: str, tls: bool) -> Endpoint:
     return Endpoint(host, port, path, tls)
 
 
-def parse_endpoints(items: Iterable[str | tuple[str, int, str]], tls: bool) -> list[Endpoint]:
+def parse_endpoints(items: Iterable[EndpointSpec], tls: bool) -> list[Endpoint]:
     """Endpoints from ``ws://`` / ``wss://`` URLs or ``(host, port, path)`` tuples.
 
     A tuple is ``wss`` when *tls* (an ``ssl_context`` was given). A ``ws://`` URL with

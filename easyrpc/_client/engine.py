@@ -36,7 +36,7 @@ from ..exceptions import ConnectionLost
 from .callbacks import Callbacks
 from .calls import BlockingCall, LoopCall, SettledOnce, settle
 from .dispatch import dispatcher
-from .endpoints import Endpoint, Endpoints
+from .endpoints import Endpoints, EndpointSpec, parse_endpoints
 from .inbound import Inbound
 from .inflight import InFlight
 from .link import Link, open_first
@@ -54,9 +54,9 @@ log = logging.getLogger("easyrpc.proxy")
 class Engine:
     """Connection, request table and threads of one proxy."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], secret: str | bytes, options: ClientOptions) -> None:
+    def __init__(self, endpoints: Sequence[EndpointSpec], secret: str | bytes, options: ClientOptions) -> None:
         self.options = options
-        self.endpoints = Endpoints(endpoints, options.endpoint_order)
+        self.endpoints = Endpoints(parse_endpoints(endpoints, options.ssl_context is not None), options.endpoint_order)
         self.namespace = options.namespace
         self.timeout = options.timeout  # read on every call
         self._busy = busy_policy(options.busy_poll)  # a lone call polls the socket before sleeping

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
-from .._client.endpoints import parse_endpoints
+from .._client.endpoints import EndpointSpec
 from .._client.observed import open_stream, start_observed
 from .._client.options import ClientOptions, client_options
 from .._proxy_base import ProxyBase, engine_of, make_function
@@ -160,7 +160,7 @@ class EasyRpcProxy(ProxyBase):
     @classmethod
     async def create_many(
         cls,
-        endpoints: Sequence[str | tuple[str, int, str]],
+        endpoints: Sequence[EndpointSpec],
         server_secret: str | bytes,
         *,
         options: ClientOptions | None = None,
@@ -168,8 +168,7 @@ class EasyRpcProxy(ProxyBase):
     ) -> EasyRpcProxy:
         """Connect to the first of several servers that answers, off the event loop; fail
         over on a drop (see :meth:`easyrpc.proxy.EasyRpcProxy.create_many`)."""
-        opts = client_options(options, kwargs)
-        engine = Engine(parse_endpoints(endpoints, opts.ssl_context is not None), server_secret, opts)
+        engine = Engine(endpoints, server_secret, client_options(options, kwargs))
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine)
 
