@@ -192,9 +192,9 @@ def test_backend_killed_mid_load_clients_move_to_the_other(worker: str, tmp_path
             closing.callback(p.close)  # before nginx stops
         pids = s.worker_pids()
         placed = [p.info()["pid"] for p in proxies]
-        drops = [0] * CLIENTS
+        drops: list[list[float]] = [[] for _ in range(CLIENTS)]  # when each client's connection dropped
         for c, p in enumerate(proxies):
-            engine_of(p).add_lost_listener(lambda c=c: drops.__setitem__(c, drops[c] + 1))  # type: ignore[misc]
+            engine_of(p).add_lost_listener(lambda c=c: drops[c].append(time.monotonic()))  # type: ignore[misc]
         victim = pids.index(placed[0])
         survivor = pids[1 - victim]
         futures: list[tuple[str, Future[Any]]] = []
@@ -245,7 +245,8 @@ def test_backend_killed_mid_load_clients_move_to_the_other(worker: str, tmp_path
         assert done <= set(ran), sorted(done - set(ran))[:5]
         on_victim = sum(1 for pid in placed if pid == pids[victim])
         # the kill dropped exactly the victim's clients (once each), and failed at most their calls in flight
-        assert drops == [1 if pid == pids[victim] else 0 for pid in placed], (drops, placed, pids)
+        assert [len(d) for d in drops] == [1 if pid == pids[victim] else 0 for pid in placed], (drops, placed, pids)
+        assert all(t >= killed_at for d in drops for t in d), (killed_at, drops)
         assert len(lost) <= IN_FLIGHT * on_victim, (len(lost), on_victim)
         assert all(p.info()["pid"] == survivor for p in proxies)  # every client is on the other backend now
         assert moved in ran
