@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import ssl
 import sys
 from collections.abc import Iterator
@@ -64,7 +65,8 @@ def _epilog() -> str:
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="server URL, e.g. ws://127.0.0.1:8090/ws/server_a (wss:// for TLS)")
+    parser.add_argument("url", help="server URL, e.g. ws://127.0.0.1:8090/ws/server_a (wss:// for TLS); several, "
+                                    "comma-separated: the first that answers")
     parser.add_argument("--secret", default=os.environ.get("EASYRPC_SECRET"),
                         help="shared secret (default: $EASYRPC_SECRET)")
     parser.add_argument("--client-id", default=os.environ.get("EASYRPC_CLIENT_ID") or None,
@@ -151,17 +153,20 @@ def _connect(args: argparse.Namespace, metadata: dict[str, str] | None = None) -
 
     if not args.secret:
         raise CliError(EXIT_USAGE, "no secret: pass --secret or set EASYRPC_SECRET")
-    parts = urlsplit(args.url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise CliError(EXIT_USAGE, f"not a ws:// or wss:// URL: {args.url}")
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    urls = re.split(r",(?=wss?://)", args.url)  # several URLs: the first that answers
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise CliError(EXIT_USAGE, f"not a ws:// or wss:// URL: {url}")
+    if len({urlsplit(url).scheme for url in urls}) > 1:
+        raise CliError(EXIT_USAGE, f"mixed ws:// and wss:// URLs: {args.url}")
     try:
         if args.client_id is not None:
             check_client_id(args.client_id)
     except ValueError as exc:
         raise CliError(EXIT_USAGE, f"--client-id: {exc}") from None
-    return EasyRpcProxy.create(
-        parts.hostname, port, parts.path or "/", server_secret=args.secret, namespace=args.namespace,
+    return EasyRpcProxy.create_many(
+        urls, server_secret=args.secret, namespace=args.namespace,
         encryption_enabled=args.encryption, timeout=args.timeout, ssl_context=_ssl_context(args, parts.scheme),
         connect_timeout=min(args.timeout, 10.0), reconnect=False, metadata=metadata, client_id=args.client_id)
 

@@ -55,7 +55,7 @@ class ServerLink:
         self.namespace = options.namespace
         self.local_namespace = local_namespace or options.namespace
         # a link always reconnects: its functions come back with the origin
-        self.engine = Engine(origin_host, origin_port, origin_path, server_secret,
+        self.engine = Engine([(origin_host, int(origin_port), origin_path)], server_secret,
                              dataclasses.replace(options, reconnect=True))
         self.url = self.engine.url
         self.engine.add_listener(self._sync)

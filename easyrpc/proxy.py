@@ -13,11 +13,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
+from ._client.endpoints import EndpointSpec
 from ._client.observed import end_with_future, open_stream, start_observed
 from ._client.options import ClientOptions, client_options
 from ._proxy_base import ProxyBase, engine_of, make_function
@@ -125,7 +126,36 @@ class EasyRpcProxy(ProxyBase):
             from ._interface import check_interface
 
             check_interface(interface)
-        engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
+        return cls._open([(origin_host, int(origin_port), origin_path)], server_secret, options, kwargs, interface)
+
+    @classmethod
+    def create_many(
+        cls,
+        endpoints: Sequence[EndpointSpec],
+        server_secret: str | bytes,
+        *,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
+    ) -> EasyRpcProxy:
+        """Connect to the first of several servers that answers; fail over on a drop.
+
+        ``EasyRpcProxy.create_many(['ws://h1:8090/ws/a', 'ws://h2:8090/ws/a'],
+        server_secret='...')``. *endpoints* are ``ws://`` or ``wss://`` URLs (``wss``
+        verifies with ``ssl_context``, or the system's CAs without one) or
+        ``(host, port, path)`` tuples (``wss`` when ``ssl_context`` is given); all serve
+        the same functions with the same secret. They are tried in turn
+        (``endpoint_order='random'``: in an order shuffled once per proxy). After a drop
+        the calls in flight fail with ``ConnectionLost`` as with one server (none is
+        sent twice), and each reconnection round tries the endpoint after the one that
+        dropped first, with the usual backoff between rounds. Other parameters and errors
+        as for :meth:`create` (ConnectionError names each endpoint's failure).
+        """
+        return cls._open(endpoints, server_secret, options, kwargs, None)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _open(cls, endpoints: Sequence[EndpointSpec], server_secret: str | bytes, options: ClientOptions | None,
+              kwargs: dict[str, Any], interface: Any) -> Any:
+        engine = Engine(endpoints, server_secret, client_options(options, kwargs))
         engine.start()
         return cls(engine, interface)
 

@@ -2,8 +2,11 @@
 
 An :class:`~easyrpc.server.EasyRpcServer` at ``/ws/deploy`` offering ``echo``, a slow
 plain function, a generator and ``info`` (what the worker process looks like from
-inside: its pid, whether gevent patched it, its connections and its hub), and a plain
-Flask route ``/health`` on the same app.
+inside: its pid, whether gevent patched it, its connections and its hub), ``record``
+(each call it runs appended to this process's journal file, named by the environment
+variable ``EASYRPC_TEST_JOURNAL``: how a test counts calls run on a server it then
+kills), ``progress`` (calls back a callable argument), and a plain Flask route
+``/health`` on the same app.
 """
 
 from __future__ import annotations
@@ -78,6 +81,28 @@ def probe(n: int) -> Iterator[dict[str, Any]]:
     sees itself as the hub's leader, and its thread (greenlet) ident."""
     for _ in range(n):
         yield {"on_leader": hub().is_leader(), "ident": threading.get_ident()}
+
+
+@rpc.origin
+def record(tag: str, seconds: float = 0.0) -> str:
+    """Sleep *seconds* (at most MAX_SLEEP), append *tag* to this process's journal (one
+    write of one line, kept by the kernel if the process is killed next) and return it."""
+    if seconds:
+        time.sleep(min(float(seconds), MAX_SLEEP))
+    journal = os.environ.get("EASYRPC_TEST_JOURNAL")
+    if journal:
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{tag}\n".encode())
+        finally:
+            os.close(fd)
+    return tag
+
+
+@rpc.origin
+def progress(n: int, report: Any) -> int:
+    """Call the client's callable *report(i, n)* for i in 1..n; return the sum of its results."""
+    return sum(report(i, n) for i in range(1, n + 1))
 
 
 @app.route("/health")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -59,7 +60,7 @@ def _gunicorn_options() -> set[str]:
 class Gunicorn:
     """``gunicorn -k <worker> -w 1 tests.deploy_app:app`` on a free port of 127.0.0.1."""
 
-    def __init__(self, worker: str, capacity: int, log_path: Path) -> None:
+    def __init__(self, worker: str, capacity: int, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.worker = worker
         self.host = "127.0.0.1"
         self.log_path = log_path
@@ -82,7 +83,7 @@ class Gunicorn:
         try:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
                                          stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
-                                         preexec_fn=_raise_fd_limit)
+                                         preexec_fn=_raise_fd_limit, env={**os.environ, **(env or {})})
         finally:
             listener.close()  # gunicorn holds its own copy
         try:

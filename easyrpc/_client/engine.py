@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -36,9 +36,10 @@ from ..exceptions import ConnectionLost
 from .callbacks import Callbacks
 from .calls import BlockingCall, LoopCall, SettledOnce, settle
 from .dispatch import dispatcher
+from .endpoints import Endpoints, EndpointSpec, parse_endpoints
 from .inbound import Inbound
 from .inflight import InFlight
-from .link import Link, open_link
+from .link import Link, open_first
 from .loops import LOOP_STALL, LoopReader
 from .options import ClientOptions
 from .role import ReadingRole
@@ -53,11 +54,9 @@ log = logging.getLogger("easyrpc.proxy")
 class Engine:
     """Connection, request table and threads of one proxy."""
 
-    def __init__(self, host: str, port: int, path: str, secret: str | bytes, options: ClientOptions) -> None:
+    def __init__(self, endpoints: Sequence[EndpointSpec], secret: str | bytes, options: ClientOptions) -> None:
         self.options = options
-        scheme = "wss" if options.ssl_context is not None else "ws"
-        hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        self.url = f"{scheme}://{hostpart}:{int(port)}{path}"
+        self.endpoints = Endpoints(parse_endpoints(endpoints, options.ssl_context is not None), options.endpoint_order)
         self.namespace = options.namespace
         self.timeout = options.timeout  # read on every call
         self._busy = busy_policy(options.busy_poll)  # a lone call polls the socket before sleeping
@@ -112,6 +111,11 @@ class Engine:
             link.ws.shutdown()  # type: ignore[no-untyped-call]
 
     @property
+    def url(self) -> str:
+        """The URL of the endpoint connected to (or last connected to, or to try first)."""
+        return self.endpoints.current.url
+
+    @property
     def closed(self) -> bool:
         return self._closing.is_set()
 
@@ -143,8 +147,10 @@ class Engine:
             self.reader.start()
 
     def connect_once(self) -> None:
-        """Connect and authenticate once (ConnectionError, AuthenticationError)."""
-        link = open_link(self, self._secret, self._busy)
+        """One connection round: the endpoints in turn until one answers and
+        authenticates (ConnectionError, AuthenticationError if none does)."""
+        link = open_first(self, self.endpoints.round(), self._secret, self._busy)
+        self.endpoints.connected(link.endpoint)
         with self._lock:
             self.cid = link.cid
             self.link = link
@@ -227,13 +233,14 @@ class Engine:
             self.role.reader_gone()
         shutdown(link.ws)
         link.ws.shutdown()  # type: ignore[no-untyped-call]
+        url = link.endpoint.url
         if not self._closing.is_set():
-            log.warning("connection to %s lost: %s", self.url, reason)
+            log.warning("connection to %s lost: %s", url, reason)
         reconnect = self.options.reconnect
         if not reconnect:
             # later calls fail at once instead of waiting for a connection
-            self.calls.gone = f"{self.url}: {reason} (the proxy does not reconnect)"
-        self.calls.fail_all(ConnectionLost(f"{self.url}: {reason}"), include_unsent=not reconnect)
+            self.calls.gone = f"{url}: {reason} (the proxy does not reconnect)"
+        self.calls.fail_all(ConnectionLost(f"{url}: {reason}"), include_unsent=not reconnect)
         self.notify("connection-lost")
         if reconnect and not self._closing.is_set():
             self.reader.start()  # a no-op when it runs (a TLS connection's reader reconnects)

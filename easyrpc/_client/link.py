@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from .._net.writer import FrameWriter
 from .._spin import BusyPoll
 from .._transport import FrameReader
 from ..exceptions import AuthenticationError, ProtocolError
+from .endpoints import Endpoint
 from .handshake import client_handshake
 from .reader import HubReader
 from .sock import shutdown, sock_of
@@ -29,13 +31,14 @@ from .sock import shutdown, sock_of
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Link", "open_link"]
+__all__ = ["Link", "open_first", "open_link"]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Link:
     """An authenticated connection and the objects that read and write it."""
 
+    endpoint: Endpoint
     ws: websocket.WebSocket
     frames: FrameReader
     writer: FrameWriter
@@ -46,11 +49,38 @@ class Link:
     keepalive: Keepalive  # this connection's: when to ping, when to give up
 
 
-def open_link(engine: Engine, secret: Secret, busy: BusyPoll | None) -> Link:
-    """Connect *engine*'s proxy and authenticate. ConnectionError if the server cannot
-    be reached (or the path is wrong), AuthenticationError if it refuses."""
-    options, url = engine.options, engine.url
-    sslopt = {"context": options.ssl_context} if options.ssl_context is not None else None
+def open_first(engine: Engine, endpoints: Sequence[Endpoint], secret: Secret, busy: BusyPoll | None) -> Link:
+    """Connect *engine*'s proxy to the first of *endpoints* that answers and
+    authenticates (tried in turn; stops early if the proxy closes meanwhile).
+
+    If none does: AuthenticationError if one of them refused (a server was reached,
+    and that is what to fix), else ConnectionError naming each endpoint's failure."""
+    failures: list[str] = []
+    refused: AuthenticationError | None = None
+    for ep in endpoints:
+        if engine.closed:
+            break
+        try:
+            return open_link(engine, ep, secret, busy)
+        except AuthenticationError as exc:
+            refused = refused or exc
+            failures.append(f"{ep.url}: {exc}")
+        except ConnectionError as exc:
+            failures.append(str(exc))
+    if refused is not None and len(endpoints) == 1:
+        raise refused
+    if refused is not None:
+        raise AuthenticationError("; ".join(failures))
+    raise ConnectionError("; ".join(failures) or "the proxy is closed")
+
+
+def open_link(engine: Engine, endpoint: Endpoint, secret: Secret, busy: BusyPoll | None) -> Link:
+    """Connect *engine*'s proxy to *endpoint* and authenticate. ConnectionError if the
+    server cannot be reached (or the path is wrong), AuthenticationError if it refuses."""
+    options, url = engine.options, endpoint.url
+    sslopt: dict[str, ssl.SSLContext] | None = None
+    if endpoint.tls:  # a wss:// URL without a context of its own: the system's CAs, verified
+        sslopt = {"context": options.ssl_context or ssl.create_default_context()}
     ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True, sslopt=sslopt)
     try:
         ws.connect(url, timeout=options.connect_timeout)  # type: ignore[no-untyped-call]
@@ -75,7 +105,7 @@ def open_link(engine: Engine, secret: Secret, busy: BusyPoll | None) -> Link:
                          nonblocking=_never if hub_reader is None else hub().is_leader,
                          want_write=_ignore if hub_reader is None else hub_reader.want_write)
     keepalive = Keepalive(options.ping_interval, options.ping_timeout, time.monotonic())
-    return Link(ws, frames, writer, welcomed.cipher, hub_reader, welcomed.cid, welcomed.functions, keepalive)
+    return Link(endpoint, ws, frames, writer, welcomed.cipher, hub_reader, welcomed.cid, welcomed.functions, keepalive)
 
 
 def _never() -> bool:

@@ -18,6 +18,7 @@ from .._core.identity import check_client_id
 from .._core.metadata import check_metadata
 from .._spin import DEFAULT_BUSY_POLL, check_window
 from ..interceptors import Interceptor
+from .endpoints import ENDPOINT_ORDERS
 
 __all__ = ["ClientOptions", "client_options"]
 
@@ -50,6 +51,9 @@ class ClientOptions:
         interceptors: :class:`~easyrpc.interceptors.Interceptor` objects that see
             every call and stream, in order; they may refuse calls (locally, nothing
             sent) or add metadata.
+        endpoint_order: with several endpoints (``create_many``), ``'in-order'``
+            tries them as given; ``'random'`` in an order shuffled once per proxy
+            (spreads many proxies over the servers).
     """
 
     namespace: str = "DEFAULT"
@@ -67,6 +71,7 @@ class ClientOptions:
     busy_poll: float = DEFAULT_BUSY_POLL
     metadata: Mapping[str, str] | None = field(default=None, hash=False)
     interceptors: Sequence[Interceptor] = ()
+    endpoint_order: str = "in-order"
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not self.namespace:
@@ -83,6 +88,9 @@ class ClientOptions:
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         check_window(self.busy_poll)
+        if self.endpoint_order not in ENDPOINT_ORDERS:
+            raise ValueError(f"endpoint_order must be one of {', '.join(map(repr, ENDPOINT_ORDERS))}, "
+                             f"not {self.endpoint_order!r}")
         if self.metadata is not None:  # a private copy: a caller's later changes are not sent
             meta = dict(self.metadata) if isinstance(self.metadata, Mapping) else self.metadata
             object.__setattr__(self, "metadata", check_metadata(meta) or None)

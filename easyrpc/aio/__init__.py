@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .._client import END, ClientStream, Engine, LoopCall, bridge_to_loop, loop_inbox
+from .._client.endpoints import EndpointSpec
 from .._client.observed import open_stream, start_observed
 from .._client.options import ClientOptions, client_options
 from .._proxy_base import ProxyBase, engine_of, make_function
@@ -171,7 +172,26 @@ class EasyRpcProxy(ProxyBase):
             from .._interface import check_interface
 
             check_interface(interface)
-        engine = Engine(origin_host, origin_port, origin_path, server_secret, client_options(options, kwargs))
+        return await cls._open([(origin_host, int(origin_port), origin_path)], server_secret, options, kwargs,
+                               interface)
+
+    @classmethod
+    async def create_many(
+        cls,
+        endpoints: Sequence[EndpointSpec],
+        server_secret: str | bytes,
+        *,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
+    ) -> EasyRpcProxy:
+        """Connect to the first of several servers that answers, off the event loop; fail
+        over on a drop (see :meth:`easyrpc.proxy.EasyRpcProxy.create_many`)."""
+        return await cls._open(endpoints, server_secret, options, kwargs, None)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def _open(cls, endpoints: Sequence[EndpointSpec], server_secret: str | bytes,
+                    options: ClientOptions | None, kwargs: dict[str, Any], interface: Any) -> Any:
+        engine = Engine(endpoints, server_secret, client_options(options, kwargs))
         await _off_loop(engine.start, "connect", on_abandon=engine.close)
         return cls(engine, interface)
 
