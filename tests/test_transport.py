@@ -909,7 +909,7 @@ def test_sequential_blocking_calls_read_their_own_replies(
 
     def spy_lead(self: ReadingRole, fut: Any, deadline: float | None) -> None:
         nonlocal led
-        if self.engine is engine and self.name == "none":  # the role is free: this caller takes it
+        if self.engine is engine and self.holder is None:  # the role is free: this caller takes it
             led += 1
         lead(self, fut, deadline)
 

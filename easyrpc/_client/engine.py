@@ -42,7 +42,7 @@ from .inflight import InFlight
 from .link import Link, open_first
 from .loops import LOOP_STALL, LoopReader
 from .options import ClientOptions
-from .role import ReadingRole
+from .role import READER, ReadingRole
 from .sock import shutdown
 from .thread_reader import ReaderThread
 
@@ -257,17 +257,25 @@ class Engine:
         """Who reads the connection now: ``'hub'`` (or ``'reader-thread'`` on TLS),
         ``'caller'`` (a blocking caller reading its own reply), ``'loop'`` (an event
         loop with calls in flight), or ``'none'``."""
-        return self.role.name
+        holder = self.role.holder
+        if holder is None:
+            return "none"
+        if holder is READER:
+            link = self.link
+            return "hub" if link is not None and link.hub_reader is not None else "reader-thread"
+        return "loop" if isinstance(holder, LoopReader) else "caller"
 
     @property
     def reading_thread(self) -> int | None:
         """The ident of the blocking caller reading the connection now, if one is."""
-        return self.role.thread
+        holder = self.role.holder
+        return holder if isinstance(holder, int) else None
 
     @property
     def loop_reader(self) -> LoopReader | None:
         """The event loop's reading role, while an event loop holds it (not revoked)."""
-        return self.role.loop_reader
+        holder = self.role.holder
+        return holder if isinstance(holder, LoopReader) and not holder.revoked else None
 
     @property
     def busy_policy(self) -> BusyPoll | None:

@@ -56,30 +56,6 @@ class ReadingRole:
         self.leader_seen = False  # a caller wanted the role the reader held
         self.loop_wanted: asyncio.AbstractEventLoop | None = None  # ... an event loop, namely
 
-    # --- what tests and diagnostics read -------------------------------------------------
-    @property
-    def name(self) -> str:
-        """``'hub'`` (or ``'reader-thread'`` on TLS), ``'caller'``, ``'loop'`` or ``'none'``."""
-        holder = self.holder
-        if holder is None:
-            return "none"
-        if holder is READER:
-            link = self.engine.link
-            return "hub" if link is not None and link.hub_reader is not None else "reader-thread"
-        return "loop" if isinstance(holder, LoopReader) else "caller"
-
-    @property
-    def thread(self) -> int | None:
-        """The ident of the blocking caller reading the connection now, if one is."""
-        holder = self.holder
-        return holder if isinstance(holder, int) else None
-
-    @property
-    def loop_reader(self) -> LoopReader | None:
-        """The event loop's reading role, while an event loop holds it (not revoked)."""
-        holder = self.holder
-        return holder if isinstance(holder, LoopReader) and not holder.revoked else None
-
     # --- the connection comes and goes --------------------------------------------------
     def connected(self) -> None:
         """A new connection is up: the reader reads it at once (or once the role is free)."""
