@@ -17,7 +17,6 @@ again, without running out of threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .link import Link
 
-__all__ = ["Callbacks", "waiting_in_callback"]
+__all__ = ["Callbacks", "callback_pool"]
 
 log = logging.getLogger("easyrpc.proxy")
 
@@ -48,12 +47,11 @@ class _CallbackPool(WorkerPool):
     """The threads that run one proxy's plain callbacks."""
 
 
-def waiting_in_callback() -> contextlib.AbstractContextManager[None]:
-    """Around a blocking wait: on a callback thread, let its pool start another meanwhile."""
+def callback_pool() -> WorkerPool | None:
+    """The callback pool running this thread, if any: a blocking wait on it goes inside
+    ``pool.waiting()``, which lets the pool start another thread meanwhile."""
     pool = current_pool()
-    if isinstance(pool, _CallbackPool):
-        return pool.waiting()
-    return contextlib.nullcontext()
+    return pool if isinstance(pool, _CallbackPool) else None
 
 
 class Callbacks:

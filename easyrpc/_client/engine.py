@@ -172,10 +172,12 @@ class Engine:
         if link is None or not self._connected.is_set():
             raise ConnectionLost("not connected")
         cipher = link.cipher
-        if cipher is not None:  # sealed in queue order: the counters stay in step
-            sent = link.writer.send_many(OP_BINARY, payloads, cipher.seal)
+        seal = None if cipher is None else cipher.seal  # sealed in queue order: the counters stay in step
+        opcode = OP_TEXT if cipher is None else OP_BINARY
+        if len(payloads) == 1:
+            sent = link.writer.send(opcode, payloads[0], seal)
         else:
-            sent = link.writer.send_many(OP_TEXT, payloads)
+            sent = link.writer.send_many(opcode, payloads, seal)
         if not sent:
             raise ConnectionLost("not connected")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core.requests import RequestTable, call_deadline
 from ..exceptions import CallTimeout, ConnectionLost, EasyRpcError, SerializationError
-from .callbacks import waiting_in_callback
+from .callbacks import callback_pool
 from .calls import BlockingCall, ClientStream, Pending
 
 if TYPE_CHECKING:
@@ -140,13 +140,20 @@ class InFlight:
             deadline = None
         else:  # submit set the call's deadline before it waited for room, if it did
             deadline = call.deadline if call.deadline is not None else time.monotonic() + limit
-        with waiting_in_callback():  # (a callback calling the server: its pool may grow meanwhile)
-            if not call.settled:
-                self.engine.role.lead(call, deadline)
-            if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
-                self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
-                call.wait_settled(None)  # settled now: whoever claimed it releases it at once
+        pool = callback_pool()  # (a callback calling the server: its pool may grow meanwhile)
+        if pool is None:
+            self._wait(call, deadline)
+        else:
+            with pool.waiting():
+                self._wait(call, deadline)
         return call.outcome()
+
+    def _wait(self, call: BlockingCall, deadline: float | None) -> None:
+        if not call.settled:
+            self.engine.role.lead(call, deadline)
+        if not call.wait_settled(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            self.expire(call)  # fails it with CallTimeout unless it has settled meanwhile
+            call.wait_settled(None)  # settled now: whoever claimed it releases it at once
 
     def done(self, call_id: int, item: Pending) -> bool:
         """Drop a finished request from the table; False if it had left already."""

@@ -76,7 +76,22 @@ class FrameWriter:
     def send(self, opcode: int, payload: Message, seal: Seal | None = None) -> bool:
         """Write one frame whole, in order; False if the connection is closed (or a write
         failed). *seal* (encryption) runs in queue order, so its counters stay in step."""
-        return self.send_many(opcode, (payload,), seal)
+        if len(payload) >= SMALL_FRAME:
+            return self.send_many(opcode, (payload,), seal)
+        with self._lock:
+            if self._writing or self._out or self.closed:
+                frame = b""
+            else:  # the common case: a lone small frame, nobody writing; no queue at all
+                self._writing = True
+                frame = self._small_frame(opcode, seal(payload) if seal is not None else payload)
+        if not frame:
+            return self.send_many(opcode, (payload,), seal)
+        self._write_one(frame)
+        with self._lock:  # nothing queued meanwhile and all sent: done, without a queue pass
+            if not self._out and not self._unsent and not self._waited:
+                self._writing = False
+                return not self._failed
+        return self._write_queued()
 
     def send_many(self, opcode: int, payloads: Sequence[Message], seal: Seal | None = None) -> bool:
         """Write one frame per payload, in order, none interleaved with other frames
@@ -149,6 +164,12 @@ class FrameWriter:
         """Bytes queued or left unsent."""
         with self._lock:
             return self._backlog()
+
+    @property
+    def full(self) -> bool:
+        """True while ``QUEUE_LIMIT`` bytes or more are queued or unsent. Read without the
+        lock (it is asked once a message): a stale answer moves a pause by one message."""
+        return self._out_bytes + self._unsent_bytes >= QUEUE_LIMIT
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to *timeout* for the writer to finish; True if nobody writes now."""

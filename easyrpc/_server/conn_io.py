@@ -219,7 +219,7 @@ class ConnectionIO(Handshake):
         """(Hub, before it sleeps, this connection having received last.) With no call
         running, a sequential caller's next call is due: poll for it a moment (``_spin``)."""
         try:
-            return not self._tasks and self._frames.busy_poll()
+            return not self._tasks and not self._read_paused and self._frames.busy_poll()
         except OSError:  # closed meanwhile (it was just removed): its end is handled elsewhere
             return False
 
@@ -254,7 +254,7 @@ class ConnectionIO(Handshake):
     def _backed_up(self) -> bool:
         """A peer that sends but does not read: while its replies pile up, the hub reads
         no more of its requests (they wait in the socket); the timer resumes reading."""
-        if self._writer.backlog() < QUEUE_LIMIT:
+        if not self._writer.full:
             return False
         if not self._read_paused:
             self._read_paused = True
