@@ -83,6 +83,18 @@ def dumps_parts(obj: Any, *, keys_in: Any = _WHOLE,
     values (``bytes``, ``bytearray``, ``memoryview``), as a :class:`~easyrpc._parts.Packed`
     message whose parts are views of them, not copies (:mod:`easyrpc._parts`). *other*
     marks further values (``_values.lower``'s: a client's callables)."""
+    if _fast is not None:  # every message: the common case (plain JSON) inline
+        try:
+            text = "".join(_fast(obj, 0))
+        except (_values.Extended, RecursionError, TypeError, ValueError):
+            return _dumps(obj, keys_in, True, [], other)  # typed or binary values, deep nesting, errors
+        keys = obj if keys_in is _WHOLE else keys_in
+        if type(keys) not in _SCALARS:
+            _check_keys(keys)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _escape_surrogates(text)
     return _dumps(obj, keys_in, True, [], other)
 
 

@@ -162,8 +162,9 @@ def encode_call(
         msg["t"] = timeout
     if metadata:
         msg["m"] = metadata
-    # kwargs' own keys are parameter names (str): only a non-empty one needs a look
-    return _codec.dumps_parts(msg, keys_in=(args, kwargs) if kwargs else args, other=other)
+    # kwargs' own keys are parameter names (str): only the values need a look
+    keys_in = (args, kwargs) if args and kwargs else kwargs if kwargs else args
+    return _codec.dumps_parts(msg, keys_in=keys_in, other=other)
 
 
 def encode_result(call_id: int, value: Any) -> Encoded:

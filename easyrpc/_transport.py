@@ -120,6 +120,7 @@ class FrameReader:
                  tick: float | None = None, on_tick: Callable[[], None] | None = None,
                  busy: BusyPoll | None = None) -> None:
         self._sock = sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._parser = FrameParser(max_message, masked=masked)
         self._masked = masked
         self._tick = tick
@@ -234,11 +235,14 @@ class FrameReader:
     def busy_poll(self) -> bool:
         """Poll the socket for up to the window of :attr:`busy` (see ``_spin``); True if
         :meth:`fill` now has something to read, False if the caller should sleep on it."""
-        return self.busy is not None and (self._tls_pending() or self.busy.poll(self._poll_object()))
+        busy = self.busy
+        if busy is None:
+            return False
+        return (self._tls and self._sock.pending() > 0) or busy.poll(self._poll_object())  # type: ignore[attr-defined]
 
     def _tls_pending(self) -> bool:
-        sock = self._sock  # decrypted bytes wait in the TLS layer, invisible to poll
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        # decrypted bytes wait in the TLS layer, invisible to poll
+        return self._tls and self._sock.pending() > 0  # type: ignore[attr-defined]
 
     def _poll_object(self) -> select.poll:
         fd = self._sock.fileno()  # every time: a cached poller would watch a reused number

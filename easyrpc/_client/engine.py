@@ -63,8 +63,10 @@ class Engine:
         self._secret = Secret(secret)
         self._lock = threading.Lock()  # the connection's changes
         self.link: Link | None = None  # the connection, while connected
-        self._connected = threading.Event()
-        self._closing = threading.Event()
+        # Plain flags, read on every call (read-only outside this class): an Event would
+        # cost a method call per read, and nobody waits on them.
+        self.connected = False  # a welcomed connection is up
+        self.closed = False  # close() began
         self.dispatch = dispatcher()
         # how often the dispatcher runs this proxy's checks (keepalive, a stalled loop)
         self.tick = max(0.05, min(LOOP_STALL, options.ping_interval / 4, options.ping_timeout / 4))
@@ -86,12 +88,12 @@ class Engine:
 
     def close(self) -> None:
         """Close the connection, fail what is pending, join the threads. Idempotent."""
-        if self._closing.is_set():
+        if self.closed:
             return
-        self._closing.set()
+        self.closed = True
         with self._lock:
             link = self.link
-            self._connected.clear()
+            self.connected = False
         if link is not None:
             # after the frame being written (ours must not split it); a stuck writer: just drop
             if link.writer.wait_idle(1.0):
@@ -114,14 +116,6 @@ class Engine:
     def url(self) -> str:
         """The URL of the endpoint connected to (or last connected to, or to try first)."""
         return self.endpoints.current.url
-
-    @property
-    def closed(self) -> bool:
-        return self._closing.is_set()
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call *callback* (on the thread reading) whenever the function list changes."""
@@ -160,7 +154,7 @@ class Engine:
             link.hub_reader.attach()
         self.role.connected()
         self.ever_connected = True
-        self._connected.set()
+        self.connected = True
         self.calls.flush_unsent()
 
     # --- sending -----------------------------------------------------------------------
@@ -169,7 +163,7 @@ class Engine:
         never waits, others wait while a big frame is written or too much is queued).
         ConnectionLost if not connected or the write failed."""
         link = self.link
-        if link is None or not self._connected.is_set():
+        if link is None or not self.connected:
             raise ConnectionLost("not connected")
         cipher = link.cipher
         seal = None if cipher is None else cipher.seal  # sealed in queue order: the counters stay in step
@@ -227,7 +221,7 @@ class Engine:
             link = self.link
             if link is None or (frames is not None and link.frames is not frames):
                 return  # already handled
-            self._connected.clear()
+            self.connected = False
             self.link = None
         link.writer.close()  # what is queued for the old connection is void
         if link.hub_reader is not None:
@@ -236,7 +230,7 @@ class Engine:
         shutdown(link.ws)
         link.ws.shutdown()  # type: ignore[no-untyped-call]
         url = link.endpoint.url
-        if not self._closing.is_set():
+        if not self.closed:
             log.warning("connection to %s lost: %s", url, reason)
         reconnect = self.options.reconnect
         if not reconnect:
@@ -244,7 +238,7 @@ class Engine:
             self.calls.gone = f"{url}: {reason} (the proxy does not reconnect)"
         self.calls.fail_all(ConnectionLost(f"{url}: {reason}"), include_unsent=not reconnect)
         self.notify("connection-lost")
-        if reconnect and not self._closing.is_set():
+        if reconnect and not self.closed:
             self.reader.start()  # a no-op when it runs (a TLS connection's reader reconnects)
 
     # --- the dispatcher's checks, and what tests and diagnostics read ------------------

@@ -62,7 +62,8 @@ class Inbound:
         link = self.engine.link
         if link is None or link.ws is not ws:
             return "the connection was replaced"
-        link.keepalive.received(time.monotonic())
+        if link.keepalive.ping_pending:  # silence is measured from frames.last_recv (see keepalive)
+            link.keepalive.received(time.monotonic())
         if opcode == OP_PING:
             link.writer.send(OP_PONG, bytes(data[:125]))
             return None

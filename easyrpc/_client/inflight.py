@@ -110,16 +110,17 @@ class InFlight:
             ready = [it for it in items if not it.sent and self.table.get(it.id) is it]
             for it in ready:
                 it.sent = True
-        if ready:
-            try:
-                payloads = [it.payload for it in ready]
-                for it in ready:
-                    it.payload = b""
-                engine.send(*payloads)
-            except ConnectionLost:
-                pass  # the reader fails in-flight calls when it notices the drop
-            if engine.role.holder is None and not all(it.leads for it in ready):
-                engine.role.want_reader()
+        if not ready:
+            return
+        payloads = [it.payload for it in ready]
+        for it in ready:
+            it.payload = b""
+        try:
+            engine.send(*payloads)
+        except ConnectionLost:
+            pass  # the reader fails in-flight calls when it notices the drop
+        if engine.role.holder is None and not all(it.leads for it in ready):
+            engine.role.want_reader()
 
     def flush_unsent(self) -> None:
         """(Connected.) Send what waited for the connection."""

@@ -260,10 +260,13 @@ class Hub:
             timeout = 0.0 if self._pending else max(0.0, next_sweep - now)
             last = self._last
             if timeout and last is not None:  # a sequential caller's next request is due soon
-                if _safely(last.poll_briefly) and direct < _DIRECT_MAX:
-                    direct += 1  # it came: read it without asking the selector first
-                    _safely(last.on_readable)
-                    continue
+                try:  # (as _safely does, inline: this runs once a call)
+                    if last.poll_briefly() and direct < _DIRECT_MAX:
+                        direct += 1  # it came: read it without asking the selector first
+                        last.on_readable()
+                        continue
+                except Exception:  # noqa: BLE001 - top of the hub loop for one event: log, go on
+                    log.exception("the hub's handler of %r failed", last)
             direct = 0
             for key, mask in self._selector.select(timeout):
                 peer = key.data
@@ -300,15 +303,13 @@ class Hub:
             pass
 
 
-def _safely(method: Any, *args: Any) -> Any:
-    """Run a peer's handler and return what it returns; a bug in one connection's
-    handling must not stop the loop that reads every other (peers handle their own
-    errors; this only logs, and returns None)."""
+def _safely(method: Any, *args: Any) -> None:
+    """Run a peer's handler; a bug in one connection's handling must not stop the loop
+    that reads every other (peers handle their own errors; this only logs)."""
     try:
-        return method(*args)
+        method(*args)
     except Exception:  # noqa: BLE001 - top of the hub loop for one event: log, go on
         log.exception("the hub's handler %r failed", method)
-        return None
 
 
 _hub = PerProcess(Hub)

@@ -98,9 +98,10 @@ class Calls:
         elif reg.kind == "sync":
             assert isinstance(task, CallTask)
             # a call that may wait on its callbacks never holds the hub's leader
-            if not msg.callbacks and self._may_inline(reg.pace):
+            drained = conn._frames.drained()
+            if not msg.callbacks and self._may_inline(reg.pace, drained):
                 assert conn._hub is not None
-                if not conn._frames.drained():
+                if not drained:
                     conn._hub.pend(conn)  # should this thread lose the loop, the next leader reads on
                 conn._hub.run_inline(self._run_sync, msg.id, task, reg, msg.args, msg.kwargs)
             else:
@@ -133,11 +134,12 @@ class Calls:
     # and nothing more received), or when its function has been fast (CallPace):
     # concurrent calls of fast functions then cost no hand-off either. Other calls go to
     # the pool. A call that runs long makes the watchdog give the loop to a new leader.
-    def _may_inline(self, pace: CallPace) -> bool:
+    def _may_inline(self, pace: CallPace, drained: bool) -> bool:
         conn = self.conn
-        if not conn._on_hub():
+        hub = conn._hub
+        if hub is None or not hub.is_leader():
             return False
-        if len(conn._tasks) != 1 or not conn._frames.drained():
+        if len(conn._tasks) != 1 or not drained:
             self._solo = 0
         else:
             self._solo += 1
@@ -171,11 +173,13 @@ class Calls:
             payload = conn.failure(call_id, exc)
         finally:
             pace.record(time.perf_counter() - started)
-            current_call.reset(scope)
-            current.reset(serving)
             if payload is None:  # SystemExit or the like: the caller still gets an answer
                 payload = proto.encode_failure(call_id, proto.error_wire("InternalError", "the call did not complete"))
-            conn.finish(call_id, task, payload)
+            try:
+                conn.finish(call_id, task, payload)  # the reply first: the caller waits for it
+            finally:
+                current_call.reset(scope)
+                current.reset(serving)
 
     async def _run_async(
         self, call_id: int, task: CallTask, reg: Registered, args: list[Any], kwargs: dict[str, Any]

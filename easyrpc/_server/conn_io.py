@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core.close_codes import NORMAL, bad_frame, echo_code
 from .._core.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, close_payload, frame_header
+from .._core.keepalive import Keepalive
 from .._net.hub import Hub, hub
 from .._net.writer import QUEUE_LIMIT, FrameWriter
 from .handshake import Handshake, Stop
@@ -51,6 +52,7 @@ class ConnectionIO(Handshake):
 
     # what the connection provides
     _tasks: dict[int, Any]  # the calls in flight (none: a sequential caller's next call is due)
+    _keepalive_policy: Keepalive
 
     def _keepalive(self, now: float) -> bool:
         raise NotImplementedError
@@ -224,7 +226,7 @@ class ConnectionIO(Handshake):
             return False
 
     def on_readable(self) -> None:
-        if self._done.is_set() or self._backed_up():
+        if self._done.is_set() or (self._writer.full and self._backed_up()):
             return
         try:
             if not self._frames.receive_ready():
@@ -232,12 +234,16 @@ class ConnectionIO(Handshake):
         except OSError:  # the peer is gone (ConnectionError at EOF)
             self._end()
             return
-        self.alive()
+        # Silence is measured from the reader's last_recv (see _keepalive); only a ping
+        # waiting for an answer needs telling that the peer spoke.
+        if self._keepalive_policy.ping_pending:
+            self.alive()
         self.on_buffered()
 
     def on_buffered(self) -> None:
+        done, writer = self._done, self._writer
         try:
-            while not self._done.is_set() and not self._backed_up():
+            while not done.is_set() and not (writer.full and self._backed_up()):
                 msg = self._frames.pop()
                 if msg is None:
                     return
@@ -255,7 +261,7 @@ class ConnectionIO(Handshake):
         """A peer that sends but does not read: while its replies pile up, the hub reads
         no more of its requests (they wait in the socket); the timer resumes reading."""
         if not self._writer.full:
-            return False
+            return False  # (callers ask writer.full first: the common case costs no call)
         if not self._read_paused:
             self._read_paused = True
             self._set_interest()

@@ -61,7 +61,8 @@ class ServerConnection(ConnectionIO):
     def __init__(self, server: EasyRpcServer, ws: Any) -> None:
         super().__init__(server, ws)
         self._lock = threading.Lock()  # the task table
-        self._idle = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # the last call ended (drain waits)
+        self._draining = 0  # threads in drain(): only then is the end of the last call told
         # the calls in flight and the rules for new ones (sans-I/O), under self._lock
         self._session: ServerSession[CallTask | StreamTask, Any] = ServerSession(
             lambda name: server.functions_for(self.namespace, self.access).get(name), server.max_in_flight)
@@ -179,7 +180,7 @@ class ServerConnection(ConnectionIO):
         with self._lock:
             if not self._session.finished(call_id, task):
                 return  # cancelled meanwhile: nobody waits for this reply
-            if not self._tasks:
+            if not self._tasks and self._draining:
                 self._idle.notify_all()
         if payload is not None:
             self.send(payload)
@@ -189,7 +190,7 @@ class ServerConnection(ConnectionIO):
             task = self._tasks.get(call_id)
             if isinstance(task, CallTask):
                 del self._tasks[call_id]
-                if not self._tasks:
+                if not self._tasks and self._draining:
                     self._idle.notify_all()
         if task is not None:
             task.cancel()
@@ -206,7 +207,7 @@ class ServerConnection(ConnectionIO):
             tasks = [t for t in self._tasks.values() if t is not None]
             for call_id in [k for k, v in self._tasks.items() if not isinstance(v, StreamTask)]:
                 del self._tasks[call_id]  # a stream stays until its generator is closed
-            if not self._tasks:
+            if not self._tasks and self._draining:
                 self._idle.notify_all()
         for task in tasks:
             task.cancel()
@@ -227,8 +228,12 @@ class ServerConnection(ConnectionIO):
     def drain(self, deadline: float) -> None:
         """Wait (until *deadline*, monotonic) for calls in flight to finish."""
         with self._idle:
-            while self._tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._idle.wait(remaining)
+            self._draining += 1
+            try:
+                while self._tasks:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._idle.wait(remaining)
+            finally:
+                self._draining -= 1
