@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -154,18 +155,37 @@ class Interceptor:
     def after(self, call: CallInfo, outcome: Outcome) -> None:
         """The call ended (exactly once per call whose ``before`` returned)."""
 
+    def running(self, call: CallInfo) -> AbstractContextManager[object] | None:
+        """(Servers.) A context the function runs in, entered on the thread or task that
+        runs it, around each run of its code: the whole call of a plain or ``async def``
+        function, each step of a generator. The OpenTelemetry interceptor makes the
+        call's span the current one there, so spans the function starts are its
+        children. None (the default): nothing to enter. An exception from this hook or
+        from entering or leaving the context is logged; the call goes on."""
+        return None
+
+
+def _gives_context(icp: Interceptor) -> bool:
+    return type(icp).running is not Interceptor.running
+
 
 # --- running interceptors ----------------------------------------------------------------
 class Observed:
     """One call's interceptors at work: ``before`` has run; :meth:`end` runs ``after`` once."""
 
-    __slots__ = ("info", "interceptors", "started", "_claim")
+    __slots__ = ("info", "interceptors", "started", "_claim", "around")
 
     def __init__(self, info: CallInfo, interceptors: Sequence[Interceptor]) -> None:
         self.info = info
         self.interceptors = interceptors
         self.started = time.perf_counter()
         self._claim = [True]  # popped once, by whichever thread ends the call first
+        # those with a context for the function (servers only; most have none: no cost)
+        self.around = tuple(i for i in interceptors if _gives_context(i)) if info.side == "server" else ()
+
+    def running(self) -> AbstractContextManager[object]:
+        """The contexts of :meth:`Interceptor.running`, entered in order (left in reverse)."""
+        return _Around(self) if self.around else nullcontext()
 
     def end(self, error: BaseException | None = None, cancelled: bool = False) -> None:
         """The call ended (idempotent: the first end counts)."""
@@ -174,6 +194,35 @@ class Observed:
         except IndexError:
             return
         _after(self.interceptors, self.info, Outcome(error, cancelled, time.perf_counter() - self.started))
+
+
+class _Around:
+    """Enters the interceptors' contexts around one run of a served function's code;
+    a failing hook or context is logged and skipped, never the call's failure."""
+
+    __slots__ = ("_obs", "_entered")
+
+    def __init__(self, obs: Observed) -> None:
+        self._obs = obs
+        self._entered: list[AbstractContextManager[object]] = []
+
+    def __enter__(self) -> None:
+        for icp in self._obs.around:
+            try:
+                cm = icp.running(self._obs.info)
+                if cm is not None:
+                    cm.__enter__()
+                    self._entered.append(cm)
+            except Exception:  # noqa: BLE001 - an interceptor's bug must not fail the call
+                _log.exception("interceptor %r: running() failed", icp)
+
+    def __exit__(self, *exc: object) -> None:
+        while self._entered:
+            cm = self._entered.pop()
+            try:
+                cm.__exit__(None, None, None)  # the function's own error is the call's, not theirs
+            except Exception:  # noqa: BLE001 - as above
+                _log.exception("interceptor context %r failed to exit", cm)
 
 
 def _after(interceptors: Sequence[Interceptor], info: CallInfo, outcome: Outcome) -> None:

@@ -17,8 +17,10 @@ function), the peer's ``server.*`` or ``client.*`` address and port, and status 
 with ``error.type`` when the call failed or was cancelled. A client span's W3C trace
 context (``traceparent``, ``tracestate``, and ``baggage`` with the default propagator)
 travels in the call's metadata and the server's span continues it, so a call through a
-chain of servers is one trace. A call made by a served function (through any proxy with
-this interceptor) is a child of the function's server span.
+chain of servers is one trace. While a served function runs (each step of a
+generator), its server span is the current span: spans it starts, its own or an
+instrumented library's, are children of it, and so is a call it makes through any proxy
+with this interceptor.
 
 Metrics: ``rpc.server.duration`` and ``rpc.client.duration``, histograms of call
 durations in milliseconds, whose counts are the numbers of calls; each point has
@@ -31,6 +33,7 @@ next to nothing and go nowhere.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,6 +92,11 @@ class OpenTelemetryInterceptor(Interceptor):
             span = self._tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
             self._textmap().inject(call.metadata, context=trace.set_span_in_context(span, parent))
         call.state[_SPAN] = span
+
+    def running(self, call: CallInfo) -> AbstractContextManager[object] | None:
+        """(Server.) The call's span is the current span while its function runs."""
+        span = call.state.get(_SPAN)
+        return None if span is None else trace.use_span(span, end_on_exit=False)
 
     def after(self, call: CallInfo, outcome: Outcome) -> None:
         """End the call's span with its status; record its duration (and so its count)."""

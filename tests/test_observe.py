@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -354,3 +355,72 @@ def test_metadata_passes_through_a_chain_with_what_relays_add(serve: Callable[..
     assert [s["metadata"] for s in p.ctx_gen(2)] == [want, want]
     assert link_rec.ends("ctx_sync") == [None]
     assert wait_for(lambda: link_rec.ends("ctx_gen") == [None])
+
+
+class Around(Interceptor):
+    """Records entering and leaving its context, and on which thread."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int]] = []
+
+    def running(self, call: CallInfo) -> Any:
+        events = self.events
+
+        @contextlib.contextmanager
+        def context() -> Iterator[None]:
+            events.append(("enter", call.function, threading.get_ident()))
+            try:
+                yield
+            finally:
+                events.append(("exit", call.function, threading.get_ident()))
+        return context()
+
+
+class BrokenRunning(Interceptor):
+    def running(self, call: CallInfo) -> Any:
+        raise RuntimeError("a broken running hook")
+
+
+def test_an_interceptors_running_context_wraps_each_run_of_the_function_on_its_thread(
+        serve: Callable[..., Served], caplog: pytest.LogCaptureFixture) -> None:
+    around = Around()
+    app = Flask("obs-around")
+    rpc = EasyRpcServer(app, PATH, server_secret=SECRET, interceptors=[BrokenRunning(), around])
+
+    @rpc.origin
+    def where() -> int:
+        assert around.events[-1][0] == "enter"  # inside the context
+        return threading.get_ident()
+
+    @rpc.origin
+    async def where_async() -> int:
+        await asyncio.sleep(0)
+        assert around.events[-1][0] == "enter"
+        return threading.get_ident()
+
+    @rpc.origin
+    def where_gen(n: int) -> Iterator[int]:
+        for _ in range(n):
+            yield threading.get_ident()
+
+    served = serve(app, rpc)
+    client_side = Around()
+    with EasyRpcProxy.create(served.host, served.port, PATH, server_secret=SECRET,
+                             interceptors=[client_side]) as p:
+        for fn in ("where", "where_async"):
+            around.events.clear()
+            ident = getattr(p, fn)()
+            assert around.events == [("enter", fn, ident), ("exit", fn, ident)]
+        around.events.clear()
+        idents = list(p.where_gen(3))
+        assert len(idents) == 3
+        # one context per step (the last one ends the generator), each on its step's thread
+        assert [e[0] for e in around.events] == ["enter", "exit"] * 4
+        assert [e[2] for e in around.events[:6:2]] == idents
+        futures = [p.where.submit() for _ in range(16)]  # concurrent: inline or in the pool
+        assert len({f.result(30) for f in futures}) >= 1
+    assert client_side.events == []  # a client has no function to run: never entered
+    assert wait_for(lambda: len([e for e in around.events if e[1] == "where"]) == 32)
+    pairs = [e for e in around.events if e[1] == "where"]
+    assert sorted(e[0] for e in pairs) == ["enter"] * 16 + ["exit"] * 16
+    assert "running() failed" in caplog.text  # the broken hook is logged, and every call went on

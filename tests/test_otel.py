@@ -3,7 +3,8 @@ servers, metrics by function and outcome (read from the SDK's in-memory exporter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from flask import Flask
 
 pytest.importorskip("opentelemetry.sdk")
 
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
@@ -32,6 +34,7 @@ class Telemetry:
         self.spans = InMemorySpanExporter()
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.tracer = tracer_provider.get_tracer("served-code")  # what a served function uses
         self.reader = InMemoryMetricReader()
         self.interceptor = OpenTelemetryInterceptor(
             tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[self.reader]))
@@ -188,3 +191,78 @@ def test_a_stream_is_one_span_per_side_ended_with_the_stream(
     spans = otel.finished()
     assert {s.name for s in spans} == {"DEFAULT/c_count"} and len({s.context.trace_id for s in spans}) == 1
     assert sorted(s.kind.name for s in spans) == ["CLIENT"] * 3 + ["SERVER"] * 3
+
+
+def _inner_server(otel: Telemetry) -> tuple[Flask, EasyRpcServer]:
+    """Functions of every kind that start spans of their own while they run."""
+    app, rpc = node("inner", otel)
+    tracer = otel.tracer
+
+    @rpc.origin
+    def inner_plain(i: int) -> int:
+        with tracer.start_as_current_span("plain-work", attributes={"i": i}):
+            return i
+
+    @rpc.origin
+    async def inner_async(i: int) -> int:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("async-work", attributes={"i": i}):
+            await asyncio.sleep(0)
+            return i
+
+    @rpc.origin
+    def inner_gen(n: int) -> Iterator[int]:
+        for i in range(n):
+            with tracer.start_as_current_span("gen-step", attributes={"i": i}):
+                yield i
+
+    @rpc.origin
+    async def inner_agen(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            with tracer.start_as_current_span("agen-step", attributes={"i": i}):
+                yield i
+
+    return app, rpc
+
+
+@pytest.mark.parametrize("function, work, steps", [
+    ("inner_plain", "plain-work", 1), ("inner_async", "async-work", 1),
+    ("inner_gen", "gen-step", 3), ("inner_agen", "agen-step", 3)])
+def test_spans_a_served_function_starts_are_children_of_its_server_span(
+        serve: Callable[..., Served], otel: Telemetry, function: str, work: str, steps: int) -> None:
+    served = serve(*_inner_server(otel))
+    with EasyRpcProxy.create(served.host, served.port, PATH, server_secret=SECRET) as p:
+        result = getattr(p, function)(steps if steps > 1 else 7)
+        assert (list(result) if steps > 1 else result) == (list(range(steps)) if steps > 1 else 7)
+    assert wait_for(lambda: len(otel.finished()) == steps + 1)
+    server = [s for s in otel.finished() if s.kind == SpanKind.SERVER]
+    inner = [s for s in otel.finished() if s.name == work]
+    assert len(server) == 1 and len(inner) == steps
+    for span in inner:
+        assert span.parent is not None and span.parent.span_id == server[0].context.span_id
+        assert span.context.trace_id == server[0].context.trace_id
+
+
+def test_concurrent_calls_each_see_their_own_span_and_none_leaks_to_other_calls(
+        serve: Callable[..., Served], otel: Telemetry) -> None:
+    served = serve(*_inner_server(otel))
+    bare_app = Flask("otel-bare")
+    bare = EasyRpcServer(bare_app, "/ws/bare", server_secret=SECRET)  # no interceptors
+
+    @bare.origin
+    def current_span_is_set() -> bool:
+        return bool(trace.get_current_span().get_span_context().is_valid)
+
+    bare_served = serve(bare_app, bare)  # the same process: the same hub threads run both
+    with EasyRpcProxy.create(served.host, served.port, PATH, server_secret=SECRET) as p, \
+            EasyRpcProxy.create(bare_served.host, bare_served.port, "/ws/bare", server_secret=SECRET) as q:
+        futures = [p.inner_plain.submit(i) for i in range(40)]
+        assert [f.result(30) for f in futures] == list(range(40))
+        for i in range(20):  # sequential calls run on the hub's thread, one server after the other
+            assert p.inner_plain(i) == i
+            assert q.current_span_is_set() is False
+    assert wait_for(lambda: len(otel.finished()) == 120)
+    servers = {s.context.span_id for s in otel.finished() if s.kind == SpanKind.SERVER}
+    parents = {s.parent.span_id for s in otel.finished() if s.name == "plain-work" and s.parent is not None}
+    assert len(servers) == 60 and parents == servers  # one work span under each call's own span

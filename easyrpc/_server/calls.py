@@ -166,9 +166,15 @@ class Calls:
         payload: proto.Encoded | None = None
         scope = current_call.set(task.scope)
         serving = current.set(conn.outgoing)  # for easyrpc.server.caller()
+        obs = task.obs
         started = time.perf_counter()
         try:
-            payload = self._result(call_id, fn, fn(*args, **kwargs))
+            if obs is None or not obs.around:
+                value = fn(*args, **kwargs)
+            else:
+                with obs.running():  # interceptors' contexts: the call's span current, say
+                    value = fn(*args, **kwargs)
+            payload = self._result(call_id, fn, value)
         except function_errors() as exc:  # the function's error goes to its caller
             payload = conn.failure(call_id, exc)
         finally:
@@ -191,7 +197,12 @@ class Calls:
         try:
             if reg.plan is not None:
                 args, kwargs = reg.plan(args, kwargs)
-            payload = self._result(call_id, fn, await fn(*args, **kwargs))
+            if task.obs is None or not task.obs.around:
+                value = await fn(*args, **kwargs)
+            else:
+                with task.obs.running():
+                    value = await fn(*args, **kwargs)
+            payload = self._result(call_id, fn, value)
         except ArgumentError as exc:
             payload = refused_argument(call_id, exc)
         except asyncio.CancelledError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as proto
@@ -189,7 +190,8 @@ class StreamTask:
             while self._take():
                 scope = current_call.set(self.scope)
                 try:
-                    item = next(self.gen)
+                    with self._running():
+                        item = next(self.gen)
                 except StopIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
@@ -217,7 +219,8 @@ class StreamTask:
         try:
             while self._take():
                 try:
-                    item = await self.gen.__anext__()
+                    with self._running():
+                        item = await self.gen.__anext__()
                 except StopAsyncIteration:
                     self._finish(proto.encode("end", i=self.id))
                     return
@@ -237,6 +240,10 @@ class StreamTask:
         except Exception:  # top of a loop task: log, never lose the stream silently
             self.conn.log.exception("stream %s failed", self.id)
             self._finish(proto.encode_failure(self.id, proto.error_wire("InternalError", "stream failed")))
+
+    def _running(self) -> AbstractContextManager[object]:
+        """The interceptors' contexts around one step of the generator."""
+        return nullcontext() if self.obs is None else self.obs.running()
 
     def _item(self, item: Any) -> proto.Encoded:
         try:
