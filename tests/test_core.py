@@ -29,7 +29,8 @@ from easyrpc.exceptions import (
     make_remote_error,
 )
 
-CORE = ["_protocol.py", "_codec.py", "_values.py", "_parts.py", "_convert.py", "_signature.py", "_handshake.py", "exceptions.py",
+CORE = ["_protocol.py", "_codec.py", "_deep_json.py", "_values.py", "_parts.py", "_convert.py", "_signature.py",
+        "_handshake.py", "exceptions.py",
         "_core/cipher.py", "_core/close_codes.py", "_core/credit.py", "_core/frames.py", "_core/handshake.py",
         "_core/keepalive.py", "_core/metadata.py", "_core/requests.py", "_core/session.py", "_error_wire.py",
         "_core/masking.py", "_core/callbacks.py", "_typeinfo.py", "_stubgen/exprs.py", "_stubgen/render.py",
@@ -114,6 +115,16 @@ def test_codec_rejects_what_json_cannot_carry() -> None:
         _codec.dumps(deep_cycle)
 
 
+@pytest.mark.parametrize("text", ["NaN", "[1,Infinity]", '{"a":-Infinity}', '{"k":"ok","i":1,"v":NaN}'])
+def test_nan_and_infinities_are_refused_at_any_depth(text: str) -> None:
+    """JSON has none; the encoder never writes them, and both decoders refuse them."""
+    with pytest.raises(ValueError, match="is not JSON"):
+        _codec.loads(text)
+    deep = "[" * 3000 + text + "]" * 3000
+    with pytest.raises(ValueError):
+        _codec.loads(deep)
+
+
 def test_lone_surrogates_are_escaped_not_invalid_utf8() -> None:
     data = _codec.dumps(["\ud800x"])
     data.decode("utf-8")  # valid UTF-8 on the wire
@@ -193,7 +204,8 @@ def test_malformed_client_messages_are_protocol_errors(obj: Any) -> None:
         proto.parse_client(json.dumps(obj))
 
 
-@pytest.mark.parametrize("data", [b"\xff\xfe", b"{", b"", "not json"])
+@pytest.mark.parametrize("data", [b"\xff\xfe", b"{", b"", "not json", b'{"k":"call","i":1,"f":"f","a":[NaN]}',
+                                  b'{"k":"ok","i":1,"v":Infinity}'])
 def test_undecodable_frames_are_protocol_errors(data: Any) -> None:
     with pytest.raises(ProtocolError):
         proto.parse_client(data)
