@@ -43,8 +43,10 @@ class Relay:
     host = "127.0.0.1"
     _STEP = 0.05  # the longest any relay loop waits before it re-checks its state
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, record: bool = False) -> None:
         self.target_port = target_port
+        # with record: every byte relayed each way, in order (for tests of what went by)
+        self.recorded: dict[str, bytearray] | None = {"up": bytearray(), "down": bytearray()} if record else None
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()  # pairs, and the shaping state below
@@ -126,6 +128,8 @@ class Relay:
                         dst.sendall(data[pos:pos + chunk])
                 with self.lock:
                     self._count[direction] += len(data)
+                    if self.recorded is not None:
+                        self.recorded[direction] += data
                 if rate is not None:  # pace: this step's bytes take len/rate seconds
                     self.stopping.wait(max(0.0, started + len(data) / rate - time.monotonic()))
         except (OSError, ValueError):  # a socket reset or closed by cut() / the other pipe

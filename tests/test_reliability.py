@@ -12,6 +12,7 @@ import pytest
 import websocket
 
 from easyrpc import CallTimeout, ConnectionLost, ServerBusy
+from easyrpc._core.frames import OP_CLOSE, FrameParser
 from easyrpc.proxy import EasyRpcProxy
 
 from .apps import build_app
@@ -390,3 +391,35 @@ def test_a_call_on_a_proxy_that_lost_its_connection_for_good_fails_at_once(serve
             p.good_func_a.submit(1, 5, 7).result(3)
     finally:
         p.close()
+
+
+def _client_frames(up: bytes) -> list[tuple[int, bytes]]:
+    """The frames a client sent after its HTTP upgrade request, unmasked, in order."""
+    _, _, frames = bytes(up).partition(b"\r\n\r\n")
+    parser = FrameParser(masked=True)
+    parser.feed(frames)
+    out = []
+    while (msg := parser.next_message()) is not None:
+        out.append((msg[0], bytes(msg[1])))
+    return out
+
+
+def test_the_client_answers_a_servers_closing_handshake_with_its_own_close_frame(serve: Any) -> None:
+    """RFC 6455 §5.5.1: a server that closes (here: shutting down, a bye and then its close
+    frame) gets the client's close frame back before the client drops the connection."""
+    app, rpc, _ = build_app()
+    served = serve(app, rpc)
+    relay = Relay(served.port, record=True)
+    try:
+        with EasyRpcProxy.create("127.0.0.1", relay.port, "/ws/test", server_secret=SECRET, reconnect=False) as p:
+            assert p.echo(1) == 1
+            assert relay.recorded is not None
+            assert all(op != OP_CLOSE for op, _ in _client_frames(relay.recorded["up"]))
+            rpc.close(grace=1.0)
+            assert wait_for(lambda: any(op == OP_CLOSE for op, _ in _client_frames(relay.recorded["up"])), 5)
+            with pytest.raises(ConnectionLost, match="going away"):
+                p.echo(2)
+        closes = [body for op, body in _client_frames(relay.recorded["up"]) if op == OP_CLOSE]
+        assert len(closes) == 1 and int.from_bytes(closes[0][:2], "big") == 1000  # once, a normal close
+    finally:
+        relay.close()
