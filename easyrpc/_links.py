@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ._client import CallFuture, Engine
 from ._client.observed import open_stream, start_observed
 from ._client.options import ClientOptions
 from ._core.identity import caller_identity, on_behalf_of
+from ._futures import CancelHook
 from ._server.registry import BUILTIN_LIST
 from .exceptions import EasyRpcError
 from .interceptors import Observed, call_context, current_call, refusal
@@ -147,14 +148,5 @@ class ServerLink:
             it.close()
 
 
-class _RelayFuture(CallFuture):
+class _RelayFuture(CancelHook, CallFuture):
     """A relayed call's upstream future; *on_cancel* runs when the downstream caller cancels."""
-
-    on_cancel: Callable[[], None] | None = None
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        if self.on_cancel is not None:
-            self.on_cancel()
-        return True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from easyrpc import ConnectionLost, FunctionNotFound
+from easyrpc import CallTimeout, ConnectionLost, FunctionNotFound
 from easyrpc.server import Caller, EasyRpcServer, caller
 
 from .conftest import SECRET, wait_for
@@ -55,6 +55,11 @@ def build() -> tuple[Flask, EasyRpcServer, Hub]:
         except FunctionNotFound as exc:
             return [exc.remote_type, str(exc)]
         return []
+
+    @rpc.origin
+    def fan_out(cb: Any, n: int) -> list[Any]:
+        futures = [cb.submit(i) for i in range(n)]  # a callback's calls in flight together
+        return [f.result(10) for f in futures]
 
     @rpc.origin
     def gen_pushes(n: int) -> Any:
@@ -158,3 +163,67 @@ def test_pushing_to_a_closed_connection_fails_at_once(server: Any, connect: Any)
     assert wait_for(lambda: not c.connected)
     with pytest.raises(ConnectionLost):
         c.on_event(1)
+
+
+def test_submit_pushes_to_many_clients_at_once(server: Any, connect: Any) -> None:
+    """Ten clients' handlers wait for each other (a barrier): only pushes in flight
+    together, not one after the other, let them all through."""
+    n = 10
+    barrier = threading.Barrier(n, timeout=10)
+    proxies = [connect(server) for _ in range(n)]
+    for p in proxies:
+        target = p.proxy if connect.kind == "aio" else p
+
+        @target.offer(name="on_event")
+        def meet(event: Any) -> int:
+            return barrier.wait() + event  # raises BrokenBarrierError if the others never come
+
+        p.subscribe()
+    futures = [c.on_event.submit(100) for c in server.subs.subscribers]
+    assert sorted(f.result(20) for f in futures) == list(range(100, 100 + n))
+
+
+def test_a_submitted_push_fails_by_its_time_limit_and_cancels_cleanly(server: Any, connect: Any) -> None:
+    p = connect(server)
+    release = threading.Event()
+    target = p.proxy if connect.kind == "aio" else p
+
+    @target.offer
+    def on_event(event: Any) -> Any:
+        release.wait(10)
+        return event
+
+    p.subscribe()
+    c = server.subs.subscribers[0]
+    late = c.with_timeout(0.2).on_event.submit(1)
+    with pytest.raises(CallTimeout):
+        late.result(5)  # nobody waited on it: the connection's timer failed it
+    dropped = c.on_event.submit(2)
+    assert dropped.cancel() and dropped.cancelled()
+    release.set()
+    assert c.on_event(3) == 3  # the late answers are dropped; the connection carries on
+    assert p.echo("still") == "still"
+
+
+def test_a_submitted_push_fails_when_the_client_goes(server: Any, connect: Any) -> None:
+    p = connect(server, reconnect=False)
+    entered = threading.Event()
+    target = p.proxy if connect.kind == "aio" else p
+
+    @target.offer
+    def on_event(event: Any) -> Any:
+        entered.set()
+        threading.Event().wait(3)  # never answers in time
+        return event
+
+    p.subscribe()
+    fut = server.subs.subscribers[0].on_event.submit(1)
+    assert entered.wait(10)
+    p.close()
+    with pytest.raises(ConnectionLost):
+        fut.result(10)
+
+
+def test_a_callback_submitted_many_times_at_once(server: Any, connect: Any) -> None:
+    p = connect(server)
+    assert p.fan_out(lambda i: i * 2, 5) == [0, 2, 4, 6, 8]

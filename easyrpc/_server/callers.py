@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core import callbacks as cbs
 from .._core.requests import RequestTable
+from .._futures import CancelHook
 from .._pool import current_pool
 from ..exceptions import CallbackExpired, CallTimeout, ConnectionLost
 
 if TYPE_CHECKING:
     from .connection import ServerConnection
 
-__all__ = ["Caller", "Outgoing", "RemoteCallback", "Scope", "caller", "current"]
+__all__ = ["Caller", "Offered", "Outgoing", "RemoteCallback", "Scope", "caller", "current"]
 
 _CURRENT: contextvars.ContextVar[Outgoing | None] = contextvars.ContextVar("easyrpc_connection", default=None)
 current = _CURRENT  # set while an origin function runs: the connection it runs for
@@ -58,13 +59,14 @@ class Scope:
 
 
 class _Ask:
-    """One ``cb`` awaiting the client's answer."""
+    """One ``cb`` awaiting the client's answer (by *deadline*, monotonic, if it has one)."""
 
-    __slots__ = ("fut", "scope")
+    __slots__ = ("fut", "scope", "deadline")
 
-    def __init__(self, scope: Scope | None) -> None:
-        self.fut: Future[Any] = Future()
+    def __init__(self, scope: Scope | None, deadline: float | None) -> None:
+        self.fut = CancelHook()  # cancelling it also tells the client (cbcancel)
         self.scope = scope
+        self.deadline = deadline
 
 
 class Outgoing:
@@ -124,7 +126,7 @@ class Outgoing:
             timeout = scope.deadline - time.monotonic()
             if timeout <= 0:
                 raise CallTimeout("the call's time limit has passed: its callbacks cannot run")
-        ask = _Ask(scope)
+        ask = _Ask(scope, None if timeout is None else time.monotonic() + timeout)
         with self._lock:
             if self.gone is not None:
                 raise ConnectionLost(self.gone)
@@ -138,10 +140,29 @@ class Outgoing:
         except BaseException:
             self._forget(sid, ask)
             raise
+        ask.fut.on_cancel = functools.partial(self._give_up, sid, ask)
         if not self.conn.send(payload):
             self._forget(sid, ask)
             raise ConnectionLost("the connection is closed")
         return ask, sid, timeout
+
+    def expire(self, now: float) -> None:
+        """(The connection's timer.) Requests past their time limit fail with
+        CallTimeout, and the client is told to stop (``cbcancel``): a submitted request
+        has nobody waiting on it to notice."""
+        if not self._table:
+            return
+        with self._lock:  # taken out of the table here: whoever takes a request settles it
+            due = [(sid, ask) for sid in self._table
+                   if (ask := self._table.get(sid)) is not None and ask.deadline is not None and ask.deadline <= now]
+            for sid, ask in due:
+                self._table.remove(sid, ask)
+                if ask.scope is not None:
+                    ask.scope.pending.discard(sid)
+        for sid, ask in due:
+            if ask.fut.set_running_or_notify_cancel():
+                ask.fut.set_exception(CallTimeout("no answer from the client within its time limit"))
+            self.conn.send(proto.encode("cbcancel", i=sid))
 
     def _forget(self, sid: int, ask: _Ask) -> bool:
         with self._lock:
@@ -194,6 +215,11 @@ class Outgoing:
             self._give_up(sid, ask)
             raise
 
+    def submit(self, target: int | str, args: tuple[Any, ...], kwargs: dict[str, Any], scope: Scope | None,
+               timeout: float | None) -> Future[Any]:
+        """Send a ``cb`` and return the future of its answer without waiting."""
+        return self.request(target, list(args), kwargs, scope, timeout)[0].fut
+
     def call(self, target: int | str, args: tuple[Any, ...], kwargs: dict[str, Any], scope: Scope | None,
              timeout: float | None) -> Any:
         ask, sid, limit = self.request(target, list(args), kwargs, scope, timeout)
@@ -223,6 +249,11 @@ class RemoteCallback:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._out.call(self._id, args, kwargs, self._scope, self._timeout)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run the callback without waiting: a ``concurrent.futures.Future`` of its result
+        (see :meth:`Caller.submit`)."""
+        return self._out.submit(self._id, args, kwargs, self._scope, self._timeout)
 
     def with_timeout(self, timeout: float | None) -> RemoteCallback:
         """This callback with its own time limit (seconds) instead of the call's."""
@@ -254,10 +285,19 @@ class Caller:
         """Call the client's offered function *name*."""
         return self._out.call(name, args, kwargs, None, self._timeout)
 
-    def __getattr__(self, name: str) -> Any:
+    def submit(self, name: str, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Call the client's offered function *name* without waiting: a
+        ``concurrent.futures.Future`` of its result, from any thread or function (a push
+        to many clients at once). It fails with :class:`~easyrpc.ConnectionLost` if the
+        connection closes first, with :class:`~easyrpc.CallTimeout` once this caller's
+        time limit (``with_timeout``) has passed (the connection's timer notices it, at
+        most about a second late); cancelling it tells the client to stop."""
+        return self._out.submit(name, args, kwargs, None, self._timeout)
+
+    def __getattr__(self, name: str) -> Offered:
         if name.startswith("_"):
             raise AttributeError(name)
-        return functools.partial(self.call, name)
+        return Offered(self, name)
 
     def with_timeout(self, timeout: float | None) -> Caller:
         """The same client, each call limited to *timeout* seconds."""
@@ -281,6 +321,26 @@ class Caller:
 
     def __repr__(self) -> str:
         return f"<Caller of connection {self._out.conn.cid}{'' if self.connected else ' (closed)'}>"
+
+
+class Offered:
+    """One function a client offered, as ``caller.name``: call it, or ``.submit`` it."""
+
+    __slots__ = ("_caller", "_name")
+
+    def __init__(self, caller: Caller, name: str) -> None:
+        self._caller = caller
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._caller.call(self._name, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        """As :meth:`Caller.submit`."""
+        return self._caller.submit(self._name, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<offered function {self._name!r} of {self._caller!r}>"
 
 
 def caller(timeout: float | None = None) -> Caller:

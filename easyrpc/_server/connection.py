@@ -109,6 +109,7 @@ class ServerConnection(ConnectionIO):
         once dropped. Bytes of a big frame received inside a read count as life too
         (``FrameReader.last_recv``). On the inbox path only whole messages are seen.
         """
+        self.outgoing.expire(now)  # (the same timer) our own requests past their time limit
         policy = self._keepalive_policy
         policy.sent(self._writer.last_sent)  # noted by whichever thread wrote
         action = policy.due(now, self._frames.last_recv)
