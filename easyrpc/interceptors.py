@@ -165,8 +165,17 @@ class Interceptor:
         return None
 
 
+def checked(interceptors: Sequence[Interceptor]) -> tuple[Interceptor, ...]:
+    """*interceptors* as a tuple; TypeError if one is not an :class:`Interceptor`."""
+    icps = tuple(interceptors)
+    if not all(isinstance(i, Interceptor) for i in icps):
+        raise TypeError("interceptors must be easyrpc.interceptors.Interceptor instances")
+    return icps
+
+
 def _gives_context(icp: Interceptor) -> bool:
-    return type(icp).running is not Interceptor.running
+    # (an object with before and after only, not a subclass, works too: it gives none)
+    return getattr(type(icp), "running", Interceptor.running) is not Interceptor.running
 
 
 # --- running interceptors ----------------------------------------------------------------

@@ -30,12 +30,12 @@ from ._core.identity import ON_BEHALF_OF, Access
 from ._net.hub import hub
 from ._pool import PoolClosed, WorkerPool
 from ._server.access import Credentials, Identities
-from ._server.callers import Caller, RemoteCallback, caller
+from ._server.callers import Caller, Offered, RemoteCallback, caller
 from ._server.loop import LoopThread
 from ._server.registry import Registered, Registry
 from ._server.tracking import Tracked
 from ._spin import DEFAULT_BUSY_POLL, check_window
-from .interceptors import CallInfo, Interceptor, Outcome, call_context
+from .interceptors import CallInfo, Interceptor, Outcome, call_context, checked
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from ._links import ServerLink
     from ._server.connection import ServerConnection
 
-__all__ = ["Access", "CallInfo", "Caller", "EasyRpcServer", "Interceptor", "ON_BEHALF_OF", "Outcome", "RemoteCallback",
-           "call_context", "caller"]
+__all__ = ["Access", "CallInfo", "Caller", "EasyRpcServer", "Interceptor", "ON_BEHALF_OF", "Offered", "Outcome",
+           "RemoteCallback", "call_context", "caller"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("easyrpc.server")
@@ -144,7 +144,7 @@ class EasyRpcServer(Identities, Tracked):
         self.ping_timeout = ping_timeout
         self.send_tracebacks = send_tracebacks
         self.stream_window_max = stream_window_max
-        self.interceptors: tuple[Interceptor, ...] = tuple(interceptors)
+        self.interceptors: tuple[Interceptor, ...] = checked(interceptors)
         self._init_identities(server_secret, credentials, access, trusted_relays)
         self.log = logging.getLogger(f"easyrpc.server.{path.strip('/').replace('/', '.') or 'root'}")
         self._lock = threading.Lock()

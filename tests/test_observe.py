@@ -329,6 +329,13 @@ def test_options_refuse_what_is_not_an_interceptor() -> None:
     with pytest.raises(TypeError, match="Interceptor"):
         ClientOptions(interceptors=[object()])  # type: ignore[list-item]
 
+    class Duck:  # before and after, but not an Interceptor: refused at once, not at each call
+        def before(self, call: CallInfo) -> None: ...
+        def after(self, call: CallInfo, outcome: Outcome) -> None: ...
+
+    with pytest.raises(TypeError, match="Interceptor"):
+        EasyRpcServer(Flask("duck"), PATH, server_secret=SECRET, interceptors=[Duck()])  # type: ignore[list-item]
+
 
 # --- through a chain of servers ----------------------------------------------------------
 def test_metadata_passes_through_a_chain_with_what_relays_add(serve: Callable[..., Served],

@@ -17,7 +17,7 @@ from typing import Any
 from .._core.identity import check_client_id
 from .._core.metadata import check_metadata
 from .._spin import DEFAULT_BUSY_POLL, check_window
-from ..interceptors import Interceptor
+from ..interceptors import Interceptor, checked
 from .endpoints import ENDPOINT_ORDERS
 
 __all__ = ["ClientOptions", "client_options"]
@@ -94,10 +94,7 @@ class ClientOptions:
         if self.metadata is not None:  # a private copy: a caller's later changes are not sent
             meta = dict(self.metadata) if isinstance(self.metadata, Mapping) else self.metadata
             object.__setattr__(self, "metadata", check_metadata(meta) or None)
-        icps = tuple(self.interceptors)
-        if not all(isinstance(i, Interceptor) for i in icps):
-            raise TypeError("interceptors must be easyrpc.interceptors.Interceptor instances")
-        object.__setattr__(self, "interceptors", icps)
+        object.__setattr__(self, "interceptors", checked(self.interceptors))
 
 
 def _positive(value: Any) -> bool:

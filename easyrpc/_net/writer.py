@@ -82,8 +82,8 @@ class FrameWriter:
             if self._writing or self._out or self.closed:
                 frame = b""
             else:  # the common case: a lone small frame, nobody writing; no queue at all
-                self._writing = True
                 frame = self._small_frame(opcode, seal(payload) if seal is not None else payload)
+                self._writing = True  # (after building it: a failure there leaves no writer stuck)
         if not frame:
             return self.send_many(opcode, (payload,), seal)
         self._write_one(frame)
@@ -114,8 +114,8 @@ class FrameWriter:
                     return True  # the writer sends it
                 frame = b""
             else:  # the common case: a lone small frame, nobody writing; no queue at all
-                self._writing = True
                 frame = self._small_frame(opcode, sealed[0])
+                self._writing = True
         if frame:
             self._write_one(frame)
         return self._write_queued()
