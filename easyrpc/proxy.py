@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from ._client import END, BlockingCall, CallFuture, ClientStream, Engine
+from ._client import END, BlockingCall, CallFuture, ClientStream, ConvertedFuture, Engine
 from ._client.endpoints import EndpointSpec
 from ._client.observed import end_with_future, open_stream, start_observed
 from ._client.options import ClientOptions, client_options
@@ -110,7 +110,7 @@ class EasyRpcProxy(ProxyBase):
             interface: a class whose methods type the functions, usually the ``Protocol``
                 ``easyrpc stubgen`` wrote: the proxy is then typed as that class for a type
                 checker, and results convert to its return annotations (a dataclass result
-                arrives as its dataclass; ``.submit()`` futures are not converted).
+                arrives as its dataclass; so do the results of ``.submit()`` futures).
             options: a :class:`~easyrpc.proxy.ClientOptions`; or any of its fields as a
                 keyword (``namespace='admin'``, ``timeout=2.0``, ``ssl_context=...``,
                 ``connect_timeout``, ``ping_interval``, ``ping_timeout``, ``reconnect``,
@@ -176,7 +176,7 @@ class EasyRpcProxy(ProxyBase):
 
         def submit(*args: Any, **kwargs: Any) -> CallFuture:
             wargs, wkwargs = wire_from_bound(spec, args, kwargs)
-            fut = CallFuture(engine)
+            fut = CallFuture(engine) if convert is None else ConvertedFuture(engine, convert)
             if not icps:
                 engine.calls.submit(fut, name, wargs, wkwargs, timeout, metadata=metadata)
                 return fut

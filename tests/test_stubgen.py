@@ -136,6 +136,11 @@ def test_blocking_proxy_typed_by_interface_converts_results(shop: Served, api: M
             "a": 1, "b": "b", "c": 2.0, "args": [3], "d": True, "e": None, "kw": {"z": "s"}}
         assert p.when() == dt.timedelta(seconds=10)
         assert p.set("k", 3) == [3]
+        # a submitted call's future holds the converted result too
+        future = p.place.submit(_order(api), priority=api.Priority.HIGH)
+        submitted = future.result(10)
+        assert isinstance(submitted, api.Order) and submitted.lines[0].size is api.Size.LARGE
+        assert p.pair.submit(api.Point(1.0, 2.0)).result(10) == api.Point(2.0, 1.0)
 
 
 def test_async_proxy_typed_by_interface_converts_results(shop: Served, api: ModuleType) -> None:
@@ -158,6 +163,8 @@ def test_result_that_does_not_fit_the_interface_raises(shop: Served) -> None:
     with EasyRpcProxy.create(shop.host, shop.port, PATH, SECRET, interface=Wrong) as p:
         with pytest.raises(SerializationError, match=r"set\(\) result does not match Wrong"):
             p.set("k", 1)
+        with pytest.raises(SerializationError, match=r"set\(\) result does not match Wrong"):
+            p.set.submit("k", 1).result(10)  # the future fails as the call does
     with pytest.raises(TypeError, match="interface must be a class"):
         EasyRpcProxy.create(shop.host, shop.port, PATH, SECRET, interface="ShopApi")  # type: ignore[call-overload]
 

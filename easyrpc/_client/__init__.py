@@ -6,9 +6,9 @@
 - :mod:`.sock`: small helpers on a connection's socket.
 """
 
-from .calls import END, BlockingCall, CallFuture, ClientStream, LoopCall
+from .calls import END, BlockingCall, CallFuture, ClientStream, ConvertedFuture, LoopCall
 from .engine import Engine
 from .loops import LoopReader, bridge_to_loop, loop_inbox
 
-__all__ = ["END", "BlockingCall", "CallFuture", "ClientStream", "Engine", "LoopCall", "LoopReader",
+__all__ = ["END", "BlockingCall", "CallFuture", "ClientStream", "ConvertedFuture", "Engine", "LoopCall", "LoopReader",
            "bridge_to_loop", "loop_inbox"]

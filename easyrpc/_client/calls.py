@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .loops import LoopInbox
 
-__all__ = ["CALLS", "END", "BlockingCall", "CallFuture", "ClientStream", "LoopCall", "Pending", "SettledOnce", "settle"]
+__all__ = ["CALLS", "END", "BlockingCall", "CallFuture", "ClientStream", "ConvertedFuture", "LoopCall", "Pending",
+           "SettledOnce", "settle"]
 
 END: Any = object()  # resolves a stream's future when the stream has ended
 
@@ -66,6 +68,23 @@ class CallFuture(Future[Any], _Request):
             pass  # already notified by an earlier cancel()
         self.engine.calls.forget(self.id, self, send_cancel=self.sent)
         return True
+
+
+class ConvertedFuture(CallFuture):
+    """A typed proxy's call future (``interface=``): its result arrives converted to the
+    interface's return annotation; a result that does not fit fails it, as the call would."""
+
+    def __init__(self, engine: Engine, convert: Callable[[Any], Any]) -> None:
+        super().__init__(engine)
+        self._convert = convert
+
+    def set_result(self, result: Any) -> None:
+        try:
+            value = self._convert(result)
+        except Exception as exc:  # noqa: BLE001 - what the blocking call would raise, the future holds
+            super().set_exception(exc)
+            return
+        super().set_result(value)
 
 
 class SettledOnce(_Request):
