@@ -339,7 +339,9 @@ def test_the_client_refuses_an_encryption_mismatch_in_the_hello(ours: bool) -> N
 
 
 @pytest.mark.parametrize(("opcode", "payload", "error"), [
-    (OP_CLOSE, b"\x03\xe8", "closed the connection during the handshake"),
+    (OP_CLOSE, b"\x03\xe8", r"closed the connection during the handshake \(1000\)"),
+    (OP_CLOSE, b"\x03\xe9server shutting down", r"during the handshake \(1001 'server shutting down'\)"),
+    (OP_CLOSE, b"", "closed the connection during the handshake$"),
     (OP_BINARY, b"{}", "expected a text frame"),
     (OP_TEXT, b'{"k":"welcome","cid":"c","proof":"p","fs":[]}', "did not start the handshake"),
     (OP_TEXT, b"garbage", None),

@@ -49,6 +49,15 @@ _MAX_CLAIM_TEXT = 40  # of a claim quoted in a refusal: the reason stays far bel
 _NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
 
 
+def _close_detail(payload: bytes) -> str:
+    """`` (1001 'server shutting down')`` for a close frame's body, ``''`` without a code."""
+    if len(payload) < 2:
+        return ""
+    reason = payload[2:125].decode("utf-8", "replace")
+    code = int.from_bytes(payload[:2], "big")
+    return f" ({code} {reason!r})" if reason else f" ({code})"
+
+
 def valid_nonce(nonce: object) -> bool:
     """A nonce either end may send: 16 to 128 URL-safe base64 characters (``new_nonce``
     makes 44)."""
@@ -178,7 +187,7 @@ class ClientHandshake:
         """One frame from the server (control frames are the transport's business)."""
         if opcode == OP_CLOSE:
             self.state = ClientState.FAILED
-            raise ProtocolError("the server closed the connection during the handshake")
+            raise ProtocolError(f"the server closed the connection during the handshake{_close_detail(payload)}")
         if opcode != OP_TEXT:
             self.state = ClientState.FAILED
             raise ProtocolError("expected a text frame during the handshake")
