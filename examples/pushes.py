@@ -2,9 +2,9 @@
 
 Each client offers ``on_event`` (``@p.offer``) and calls ``subscribe(topic)``; the
 server keeps the caller (``easyrpc.server.caller()``) and, whenever something is
-published, calls each subscriber's ``on_event`` in that client, long after
-``subscribe`` returned, until the client disconnects. One blocking and one asyncio
-client.
+published, calls every subscriber's ``on_event`` in its client at once (``submit``: a
+Future per client), long after ``subscribe`` returned, until the client disconnects.
+One blocking and one asyncio client.
 
 Run: python examples/pushes.py
 """
@@ -35,19 +35,30 @@ def subscribe(topic):
     return f'subscribed to {topic}'
 
 
+def forget(topic, client):
+    with lock:
+        if client in subscribers.get(topic, ()):
+            subscribers[topic].remove(client)
+
+
 @rpc.origin
 def publish(topic, event):
-    """Send *event* to every subscriber of *topic*; how many got it."""
+    """Send *event* to every subscriber of *topic*, all at once; how many got it."""
     with lock:
         targets = list(subscribers.get(topic, ()))
-    delivered = 0
-    for client in targets:
+    answers = []
+    for client in targets:  # submit: every client's on_event runs at the same time
         try:
-            client.on_event(topic, event)  # runs in that client; returns when it has
-            delivered += 1
+            answers.append((client, client.on_event.submit(topic, event)))
         except ConnectionLost:  # that client has gone: forget it
-            with lock:
-                subscribers[topic].remove(client)
+            forget(topic, client)
+    delivered = 0
+    for client, answer in answers:  # a Future: wait for each client's answer
+        try:
+            answer.result(timeout=10)
+            delivered += 1
+        except ConnectionLost:
+            forget(topic, client)
     return delivered
 
 
@@ -57,11 +68,11 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_port
 
-    seen = []
+    seen = {'blocking client': [], 'async client': []}  # what each client received
     with EasyRpcProxy.create('127.0.0.1', port, '/ws/news', server_secret='abcd1234') as p:
         @p.offer
         def on_event(topic, event):
-            seen.append(f'blocking client: {topic}: {event}')
+            seen['blocking client'].append(f'{topic}: {event}')
 
         print(p.subscribe('weather'))
 
@@ -69,15 +80,16 @@ def main():
             async with await AsyncProxy.create('127.0.0.1', port, '/ws/news', server_secret='abcd1234') as ap:
                 @ap.offer(name='on_event')
                 async def show(topic, event):
-                    seen.append(f'async client: {topic}: {event}')
+                    seen['async client'].append(f'{topic}: {event}')
 
                 print(await ap.subscribe('weather'))
                 print('delivered to', await ap.publish('weather', 'sunny'), 'subscribers')
         asyncio.run(async_client())
         # the async client has gone: only the blocking one is left
         print('delivered to', p.publish('weather', 'rain'), 'subscribers')
-    for line in seen:
-        print(line)
+    for client, events in seen.items():
+        for line in events:
+            print(f'{client}: {line}')
     rpc.close()
     server.shutdown()
 

@@ -150,4 +150,4 @@ def test_pushes_example_delivers_events_to_subscribers_until_they_leave() -> Non
     out = _run("pushes.py", 0).splitlines()
     assert out == ["subscribed to weather", "subscribed to weather", "delivered to 2 subscribers",
                    "delivered to 1 subscribers", "blocking client: weather: sunny",
-                   "async client: weather: sunny", "blocking client: weather: rain"]
+                   "blocking client: weather: rain", "async client: weather: sunny"]
