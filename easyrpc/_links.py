@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
 from ._client import CallFuture, Engine
+from ._client.endpoints import EndpointSpec
 from ._client.observed import open_stream, start_observed
 from ._client.options import ClientOptions
 from ._core.identity import caller_identity, on_behalf_of
@@ -45,9 +46,7 @@ class ServerLink:
     def __init__(
         self,
         server: EasyRpcServer,
-        origin_host: str,
-        origin_port: int,
-        origin_path: str,
+        endpoints: Sequence[EndpointSpec],
         server_secret: str | bytes,
         local_namespace: str | None,
         options: ClientOptions,
@@ -55,9 +54,9 @@ class ServerLink:
         self.server = server
         self.namespace = options.namespace
         self.local_namespace = local_namespace or options.namespace
-        # a link always reconnects: its functions come back with the origin
-        self.engine = Engine([(origin_host, int(origin_port), origin_path)], server_secret,
-                             dataclasses.replace(options, reconnect=True))
+        # a link always reconnects (to the next endpoint, if it has several): its
+        # functions come back with the origin
+        self.engine = Engine(endpoints, server_secret, dataclasses.replace(options, reconnect=True))
         self.url = self.engine.url
         self.engine.add_listener(self._sync)
         self.engine.add_lost_listener(self._withdraw)

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._client.endpoints import EndpointSpec
 from ._client.options import ClientOptions, client_options
 from ._core.close_codes import SHUTTING_DOWN
 from ._core.identity import ON_BEHALF_OF, Access
@@ -263,10 +264,26 @@ class EasyRpcServer(Identities, Tracked):
         take precedence over forwarded ones of the same name, and earlier links over
         later ones (a warning is logged).
         """
+        return self.create_server_proxy_many([(origin_host, int(origin_port), origin_path)], server_secret,
+                                             local_namespace=local_namespace, options=options, **kwargs)
+
+    def create_server_proxy_many(
+        self,
+        endpoints: Sequence[EndpointSpec],
+        server_secret: str | bytes,
+        *,
+        local_namespace: str | None = None,
+        options: ClientOptions | None = None,
+        **kwargs: Any,
+    ) -> ServerLink:
+        """As :meth:`create_server_proxy`, to the first of several servers that answers
+        (replicas offering the same functions with the same secret), failing over to the
+        next when the link drops: *endpoints* as for
+        :meth:`EasyRpcProxy.create_many <easyrpc.proxy.EasyRpcProxy.create_many>`
+        (``ws://``/``wss://`` URLs or ``(host, port, path)``; ``endpoint_order``)."""
         from ._links import ServerLink
 
-        link = ServerLink(self, origin_host, origin_port, origin_path, server_secret, local_namespace,
-                          client_options(options, kwargs))
+        link = ServerLink(self, endpoints, server_secret, local_namespace, client_options(options, kwargs))
         with self._lock:
             if self._closing:
                 raise RuntimeError("the server is closed")

@@ -211,3 +211,36 @@ def test_an_origin_function_chains_to_another_server(cluster: Cluster) -> None:
             assert p.via_c_async(4) == {"via": ["aio", 4]}
     finally:
         to_c.close()
+
+
+def replica(name: str) -> tuple[Flask, EasyRpcServer]:
+    """A replica of one service: the same function, answering with its own name."""
+    app = Flask(f"replica-{name}")
+    rpc = EasyRpcServer(app, PATH, server_secret=SECRET)
+
+    @rpc.origin
+    def served_by() -> str:
+        return name
+
+    return app, rpc
+
+
+def test_a_link_to_replicas_fails_over_to_the_next(cluster: Cluster) -> None:
+    one = cluster.start(*replica("one"))
+    two = cluster.start(*replica("two"))
+    b_app, b_rpc = node("b")
+    b = cluster.start(b_app, b_rpc)
+    b_rpc.create_server_proxy_many([("127.0.0.1", one.port, PATH), f"ws://127.0.0.1:{two.port}{PATH}"], SECRET,
+                                   max_backoff=0.2)
+    with EasyRpcProxy.create("127.0.0.1", b.port, PATH, server_secret=SECRET, timeout=5) as p:
+        assert wait_for(lambda: "served_by" in p, timeout=5)
+        assert p.served_by() == "one"  # the first that answers
+        cluster.stop(one)
+
+        def two_answers() -> bool:
+            try:
+                return bool(p.served_by() == "two")
+            except (FunctionNotFound, ConnectionError):  # withdrawn while the link reconnects
+                return False
+
+        assert wait_for(two_answers, timeout=10)  # the link moved to the next replica
