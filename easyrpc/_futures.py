@@ -1,4 +1,5 @@
-"""A future that tells someone when it is cancelled."""
+"""Futures easyrpc hands out: one that tells someone when it is cancelled, and settling
+one without running its done-callbacks (user code) on a thread that reads sockets."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-__all__ = ["CancelHook"]
+Settle = Callable[[], None]
+
+__all__ = ["CancelHook", "settle_elsewhere"]
 
 
 class CancelHook(Future[Any]):
@@ -23,3 +26,16 @@ class CancelHook(Future[Any]):
         if self.on_cancel is not None:
             self.on_cancel()
         return True
+
+
+def settle_elsewhere(fut: Future[Any], settle: Settle, elsewhere: Callable[[Settle], None]) -> None:
+    """Run *settle* (which completes *fut*) here if *fut* has no done-callbacks, else
+    through *elsewhere* (a worker): a callback is user code, and may block or call back
+    into easyrpc, which the thread reading every connection must never do. The check and
+    the settling hold the future's condition, so a callback added meanwhile either finds
+    the future pending (it goes elsewhere) or done (it runs on the adding thread)."""
+    with fut._condition:
+        if not fut._done_callbacks:  # type: ignore[attr-defined]
+            settle()
+            return
+    elsewhere(settle)

@@ -57,7 +57,6 @@ class ServerLink:
         # a link always reconnects (to the next endpoint, if it has several): its
         # functions come back with the origin
         self.engine = Engine(endpoints, server_secret, dataclasses.replace(options, reconnect=True))
-        self.url = self.engine.url
         self.engine.add_listener(self._sync)
         self.engine.add_lost_listener(self._withdraw)
 
@@ -72,6 +71,11 @@ class ServerLink:
     @property
     def connected(self) -> bool:
         return self.engine.connected
+
+    @property
+    def url(self) -> str:
+        """The endpoint it is connected to (or tries next, while it reconnects)."""
+        return self.engine.url
 
     def _sync(self) -> None:
         own = self.server.server_id

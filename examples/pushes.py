@@ -12,11 +12,12 @@ Run: python examples/pushes.py
 import asyncio
 import logging
 import threading
+from concurrent.futures import wait
 
 from flask import Flask
 from werkzeug.serving import make_server
 
-from easyrpc import ConnectionLost
+from easyrpc import CallTimeout, ConnectionLost, RemoteError
 from easyrpc.aio import EasyRpcProxy as AsyncProxy
 from easyrpc.proxy import EasyRpcProxy
 from easyrpc.server import EasyRpcServer, caller
@@ -46,19 +47,22 @@ def publish(topic, event):
     """Send *event* to every subscriber of *topic*, all at once; how many got it."""
     with lock:
         targets = list(subscribers.get(topic, ()))
-    answers = []
-    for client in targets:  # submit: every client's on_event runs at the same time
+    answers = {}  # a Future per client: submit runs every client's on_event at once
+    for client in targets:
         try:
-            answers.append((client, client.on_event.submit(topic, event)))
+            answers[client.with_timeout(10).on_event.submit(topic, event)] = client
         except ConnectionLost:  # that client has gone: forget it
             forget(topic, client)
+    wait(answers)  # bounded: each answer fails with CallTimeout after its 10 s
     delivered = 0
-    for client, answer in answers:  # a Future: wait for each client's answer
+    for answer, client in answers.items():
         try:
-            answer.result(timeout=10)
+            answer.result()
             delivered += 1
         except ConnectionLost:
             forget(topic, client)
+        except (CallTimeout, RemoteError):  # too slow, or its on_event failed: it misses this one
+            pass
     return delivered
 
 

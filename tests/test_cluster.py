@@ -230,8 +230,8 @@ def test_a_link_to_replicas_fails_over_to_the_next(cluster: Cluster) -> None:
     two = cluster.start(*replica("two"))
     b_app, b_rpc = node("b")
     b = cluster.start(b_app, b_rpc)
-    b_rpc.create_server_proxy_many([("127.0.0.1", one.port, PATH), f"ws://127.0.0.1:{two.port}{PATH}"], SECRET,
-                                   max_backoff=0.2)
+    link_ = b_rpc.create_server_proxy_many([("127.0.0.1", one.port, PATH), f"ws://127.0.0.1:{two.port}{PATH}"],
+                                           SECRET, max_backoff=0.2)
     with EasyRpcProxy.create("127.0.0.1", b.port, PATH, server_secret=SECRET, timeout=5) as p:
         assert wait_for(lambda: "served_by" in p, timeout=5)
         assert p.served_by() == "one"  # the first that answers
@@ -244,3 +244,4 @@ def test_a_link_to_replicas_fails_over_to_the_next(cluster: Cluster) -> None:
                 return False
 
         assert wait_for(two_answers, timeout=10)  # the link moved to the next replica
+        assert link_.url == f"ws://127.0.0.1:{two.port}{PATH}"  # and says where it is

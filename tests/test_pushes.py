@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 import pytest
@@ -183,8 +184,8 @@ def test_submit_pushes_to_many_clients_at_once(server: Any, connect: Any) -> Non
     assert sorted(f.result(20) for f in futures) == list(range(100, 100 + n))
 
 
-def test_a_submitted_push_fails_by_its_time_limit_and_cancels_cleanly(server: Any, connect: Any) -> None:
-    p = connect(server)
+def _offer_held(p: Any, connect: Any) -> threading.Event:
+    """Offer an on_event that answers (its event) only once the returned Event is set; subscribe."""
     release = threading.Event()
     target = p.proxy if connect.kind == "aio" else p
 
@@ -194,6 +195,12 @@ def test_a_submitted_push_fails_by_its_time_limit_and_cancels_cleanly(server: An
         return event
 
     p.subscribe()
+    return release
+
+
+def test_a_submitted_push_fails_by_its_time_limit_and_cancels_cleanly(server: Any, connect: Any) -> None:
+    p = connect(server)
+    release = _offer_held(p, connect)
     c = server.subs.subscribers[0]
     late = c.with_timeout(0.2).on_event.submit(1)
     with pytest.raises(CallTimeout):
@@ -227,3 +234,50 @@ def test_a_submitted_push_fails_when_the_client_goes(server: Any, connect: Any) 
 def test_a_callback_submitted_many_times_at_once(server: Any, connect: Any) -> None:
     p = connect(server)
     assert p.fan_out(lambda i: i * 2, 5) == [0, 2, 4, 6, 8]
+
+
+def test_a_submitted_push_runs_its_done_callbacks_off_the_hub(server: Any, connect: Any) -> None:
+    """A done-callback is user code, and may push again and wait: never on the thread
+    that reads every connection (that would stall them all)."""
+    p = connect(server)
+    got: list[Any] = []
+    _offer_collector(p, connect, got)
+    p.subscribe()
+    c = server.subs.subscribers[0]
+    ran: list[tuple[str, Any]] = []
+    done = threading.Event()
+
+    def then(fut: Any) -> None:  # pushes again from the callback, and waits for the answer
+        ran.append((threading.current_thread().name, c.on_event("from the callback")))
+        done.set()
+
+    c.on_event.submit(1).add_done_callback(then)
+    assert done.wait(10)
+    assert ran[0][1] == "got from the callback" and not ran[0][0].startswith("easyrpc-hub")
+    assert p.echo("ok") == "ok"
+
+
+def test_a_cancelled_push_counts_as_done_for_wait(server: Any, connect: Any) -> None:
+    p = connect(server)
+    release = _offer_held(p, connect)
+    fut = server.subs.subscribers[0].on_event.submit(1)
+    assert fut.cancel()
+    done, not_done = futures_wait([fut], timeout=5)
+    assert done == {fut} and not not_done
+    release.set()
+
+
+def test_offered_functions_named_like_caller_methods_are_reached_by_call(server: Any, connect: Any) -> None:
+    p = connect(server)
+    target = p.proxy if connect.kind == "aio" else p
+
+    @target.offer
+    def submit(x: Any) -> Any:  # the client's own "submit"
+        return ["client submit", x]
+
+    p.subscribe()
+    c = server.subs.subscribers[0]
+    assert c.call("submit", 1) == ["client submit", 1]
+    assert c.submit("submit", 2).result(10) == ["client submit", 2]
+    with pytest.raises(TypeError, match="is a str"):
+        c.call(5)  # type: ignore[arg-type]  # never a callback's id

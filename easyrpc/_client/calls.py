@@ -81,8 +81,10 @@ class ConvertedFuture(CallFuture):
     def set_result(self, result: Any) -> None:
         try:
             value = self._convert(result)
-        except Exception as exc:  # noqa: BLE001 - what the blocking call would raise, the future holds
+        except BaseException as exc:  # what the blocking call would raise, the future holds
             super().set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise  # (KeyboardInterrupt and the like go on, the future settled first)
             return
         super().set_result(value)
 

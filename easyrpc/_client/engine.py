@@ -16,6 +16,7 @@ reconnect), and settles what waits. The rest is one module each:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 from .. import _protocol as proto
 from .._core.close_codes import NORMAL
 from .._core.frames import close_payload
+from .._futures import settle_elsewhere
 from .._handshake import Secret
 from .._net.hub import hub
 from .._net.writer import FrameWriter
@@ -198,20 +200,13 @@ class Engine:
 
         A future nobody attached callbacks to is settled right here: settling it runs no
         user code, only wakes its waiter, and skipping the dispatcher saves a thread
-        hand-off per call. The check and the settling happen under the future's own
-        condition, so a callback added concurrently either sees the future pending (and
-        we queue) or done (and runs in the adding thread), never on this one.
+        hand-off per call (``easyrpc._futures.settle_elsewhere``).
         """
         if isinstance(fut, SettledOnce):
             fut.settle(value, exc)
             return
-        cond = fut._condition
-        with cond:
-            inline = not fut._done_callbacks  # type: ignore[attr-defined]
-            if inline:
-                settle(fut, value, exc)
-        if not inline:
-            self.dispatch.settle(fut, value, exc)
+        settle_elsewhere(fut, functools.partial(settle, fut, value, exc),
+                         lambda _: self.dispatch.settle(fut, value, exc))
 
     # --- the connection ends -----------------------------------------------------------
     def lost(self, reason: str, frames: FrameReader | None) -> None:

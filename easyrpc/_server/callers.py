@@ -26,6 +26,7 @@ import contextvars
 import functools
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from .. import _protocol as proto
 from .._core import callbacks as cbs
 from .._core.requests import RequestTable
-from .._futures import CancelHook
-from .._pool import current_pool
+from .._futures import CancelHook, settle_elsewhere
+from .._pool import PoolClosed, current_pool
 from ..exceptions import CallbackExpired, CallTimeout, ConnectionLost
 
 if TYPE_CHECKING:
@@ -102,8 +103,7 @@ class Outgoing:
                 self._table.remove(sid, ask)
             scope.pending.clear()
         for sid, ask in waiting:
-            if ask.fut.set_running_or_notify_cancel():
-                ask.fut.set_exception(CallbackExpired(f"call {call_id} ended while its callback ran"))
+            self._complete(ask, exc=CallbackExpired(f"call {call_id} ended while its callback ran"))
             self.conn.send(proto.encode("cbcancel", i=sid))
 
     def close(self, reason: str) -> None:
@@ -115,8 +115,7 @@ class Outgoing:
                 scope.alive = False
             self.scopes.clear()
         for ask in pending:
-            if ask.fut.set_running_or_notify_cancel():
-                ask.fut.set_exception(ConnectionLost(reason))
+            self._complete(ask, exc=ConnectionLost(reason))
 
     # --- requests ----------------------------------------------------------------------
     def request(self, target: int | str, args: list[Any], kwargs: dict[str, Any], scope: Scope | None,
@@ -140,7 +139,7 @@ class Outgoing:
         except BaseException:
             self._forget(sid, ask)
             raise
-        ask.fut.on_cancel = functools.partial(self._give_up, sid, ask)
+        ask.fut.on_cancel = functools.partial(self._cancelled, sid, ask)
         if not self.conn.send(payload):
             self._forget(sid, ask)
             raise ConnectionLost("the connection is closed")
@@ -160,9 +159,29 @@ class Outgoing:
                 if ask.scope is not None:
                     ask.scope.pending.discard(sid)
         for sid, ask in due:
-            if ask.fut.set_running_or_notify_cancel():
-                ask.fut.set_exception(CallTimeout("no answer from the client within its time limit"))
+            self._complete(ask, exc=CallTimeout("no answer from the client within its time limit"))
             self.conn.send(proto.encode("cbcancel", i=sid))
+
+    def _complete(self, ask: _Ask, value: Any = None, exc: BaseException | None = None) -> None:
+        """(Whoever took *ask* out of the table.) Settle its future; done-callbacks, which
+        only a submitted request's future can have, run on a worker, not here (this may be
+        the hub's thread, which reads every connection)."""
+        fut = ask.fut
+
+        def settle() -> None:
+            if fut.set_running_or_notify_cancel():
+                if exc is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(exc)
+
+        def on_worker(fn: Callable[[], None]) -> None:
+            try:
+                self.conn.server.executor().submit(fn)
+            except PoolClosed:  # the server is closing: settle here after all
+                fn()
+
+        settle_elsewhere(fut, settle, on_worker)
 
     def _forget(self, sid: int, ask: _Ask) -> bool:
         with self._lock:
@@ -179,16 +198,22 @@ class Outgoing:
             self._table.remove(msg.id, ask)
             if ask.scope is not None:
                 ask.scope.pending.discard(msg.id)
-        if not ask.fut.set_running_or_notify_cancel():
-            return
         if isinstance(msg, cbs.CallbackResult):
-            ask.fut.set_result(msg.value)
+            self._complete(ask, msg.value)
         else:
-            ask.fut.set_exception(msg.error)
+            self._complete(ask, exc=msg.error)
 
     def _give_up(self, sid: int, ask: _Ask) -> None:
         """The caller stopped waiting: tell the client (``cbcancel``) if it still runs."""
         if self._forget(sid, ask):
+            self.conn.send(proto.encode("cbcancel", i=sid))
+
+    def _cancelled(self, sid: int, ask: _Ask) -> None:
+        """(The future was cancelled.) If this thread took it out of the table, tell its
+        waiters (``concurrent.futures.wait`` counts it as done only then) and the client;
+        else whoever took it does (its settling finds it cancelled)."""
+        if self._forget(sid, ask):
+            ask.fut.set_running_or_notify_cancel()
             self.conn.send(proto.encode("cbcancel", i=sid))
 
     def wait(self, ask: _Ask, sid: int, timeout: float | None) -> Any:
@@ -281,18 +306,19 @@ class Caller:
         self._out = out
         self._timeout = timeout
 
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the client's offered function *name*."""
-        return self._out.call(name, args, kwargs, None, self._timeout)
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the client's offered function *name* (the way to call one named like a
+        method of this class: ``call``, ``submit``, ``with_timeout``...)."""
+        return self._out.call(_offered_name(name), args, kwargs, None, self._timeout)
 
-    def submit(self, name: str, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Call the client's offered function *name* without waiting: a
         ``concurrent.futures.Future`` of its result, from any thread or function (a push
         to many clients at once). It fails with :class:`~easyrpc.ConnectionLost` if the
         connection closes first, with :class:`~easyrpc.CallTimeout` once this caller's
         time limit (``with_timeout``) has passed (the connection's timer notices it, at
         most about a second late); cancelling it tells the client to stop."""
-        return self._out.submit(name, args, kwargs, None, self._timeout)
+        return self._out.submit(_offered_name(name), args, kwargs, None, self._timeout)
 
     def __getattr__(self, name: str) -> Offered:
         if name.startswith("_"):
@@ -321,6 +347,12 @@ class Caller:
 
     def __repr__(self) -> str:
         return f"<Caller of connection {self._out.conn.cid}{'' if self.connected else ' (closed)'}>"
+
+
+def _offered_name(name: object) -> str:
+    if not isinstance(name, str):  # (an int would address a callback by its id)
+        raise TypeError(f"an offered function's name is a str, not {type(name).__name__}")
+    return name
 
 
 class Offered:
