@@ -240,7 +240,7 @@ def test_a_link_to_replicas_fails_over_to_the_next(cluster: Cluster) -> None:
         def two_answers() -> bool:
             try:
                 return bool(p.served_by() == "two")
-            except (FunctionNotFound, ConnectionError):  # withdrawn while the link reconnects
+            except (AttributeError, FunctionNotFound, ConnectionError):  # withdrawn while the link reconnects
                 return False
 
         assert wait_for(two_answers, timeout=10)  # the link moved to the next replica
