@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import logging
 import threading
 import time
 import urllib.request
@@ -567,3 +568,15 @@ def test_a_blocking_call_waits_until_settled_or_its_time_runs_out() -> None:
         timer.join(5)
     assert call.outcome() == {"v": 1}
     assert not call.settle("late", None) and call.outcome() == {"v": 1}
+
+
+def test_a_namespace_with_no_functions_is_a_warning_on_connect(server: Any, connect: Any,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt namespace is accepted (functions may come later) but not silently."""
+    caplog.set_level(logging.WARNING, logger="easyrpc.proxy")
+    connect(server, namespace="admn")
+    assert any("offers no functions in namespace 'admn'" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    p = connect(server)
+    assert p.echo(1) == 1
+    assert not any("offers no functions" in r.getMessage() for r in caplog.records)

@@ -152,6 +152,9 @@ class Engine:
             self.link = link
         # the welcome's list first: a list the server pushes next must not be overwritten by it
         self.inbound.set_functions(link.functions)
+        if not self.ever_connected and len(self.functions) <= 1:  # only the builtin list
+            log.warning("%s offers no functions in namespace %r (yet, or to this client): is the namespace "
+                        "right?", link.endpoint.url, self.namespace)
         if link.hub_reader is not None:
             link.hub_reader.attach()
         self.role.connected()
