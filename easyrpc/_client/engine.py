@@ -25,15 +25,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from .. import _protocol as proto
-from .._core.close_codes import NORMAL
-from .._core.frames import close_payload
 from .._futures import settle_elsewhere
 from .._handshake import Secret
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._signature import FunctionSpec
 from .._spin import BusyPoll, busy_policy
-from .._transport import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, frame_bytes
+from .._transport import OP_BINARY, OP_TEXT, FrameReader
 from ..exceptions import ConnectionLost
 from .callbacks import Callbacks
 from .calls import BlockingCall, LoopCall, SettledOnce, settle
@@ -99,7 +97,7 @@ class Engine:
         if link is not None:
             # after the frame being written (ours must not split it); a stuck writer: just drop
             if link.writer.wait_idle(1.0):
-                link.writer.send_last(frame_bytes(OP_CLOSE, close_payload(NORMAL, "")))
+                link.send_close()
             shutdown(link.ws)
         self.dispatch.detach(self)
         self.role.closing()

@@ -17,19 +17,17 @@ import websocket
 
 from .. import _protocol as proto
 from .._core.callbacks import Callback, CallbackCancel, parse_server
-from .._core.close_codes import NORMAL, echo_code
-from .._core.frames import close_payload
+from .._core.close_codes import echo_code
 from .._core.keepalive import Drop
 from .._core.requests import Reply, reply_of
 from .._signature import FunctionSpec, spec_from_description
-from .._transport import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameReader, frame_bytes
+from .._transport import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameReader
 from ..exceptions import ProtocolError
 from .calls import CALLS, ClientStream
 from .sock import shutdown
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .link import Link
 
 __all__ = ["Inbound"]
 
@@ -73,7 +71,7 @@ class Inbound:
         if opcode == OP_PONG:
             return None
         if opcode == OP_CLOSE:
-            self._close_back(link, echo_code(data))  # RFC 6455 §5.5.1: answered in kind
+            link.send_close(echo_code(data))  # RFC 6455 §5.5.1: answered in kind; the server waits for it
             return "the server closed the connection"
         cipher = link.cipher
         if cipher is not None:
@@ -90,7 +88,7 @@ class Inbound:
             return None
         if isinstance(msg, proto.Bye):
             log.info("server %s is going away: %s", self.engine.url, msg.reason)
-            self._close_back(link, NORMAL)  # its close frame follows: ours crosses it
+            link.send_close()  # its close frame follows: ours crosses it
             return f"the server is going away: {msg.reason}"
         if isinstance(msg, proto.Ping):
             self.engine.send_quiet(proto.encode("pong", t=msg.token))
@@ -101,12 +99,6 @@ class Inbound:
         elif not isinstance(msg, proto.Pong):
             log.warning("unexpected %s message from %s", type(msg).__name__, self.engine.url)
         return None
-
-    @staticmethod
-    def _close_back(link: Link, code: int) -> None:
-        """Send our close frame before the connection is dropped: the server, which began
-        the closing handshake, waits for it (after whatever is queued; once)."""
-        link.writer.send_last(frame_bytes(OP_CLOSE, close_payload(code, "")))
 
     def answer(self, reply: Reply) -> None:
         """Hand *reply* to the request waiting for it.

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import websocket
 
+from .._core.close_codes import NORMAL
+from .._core.frames import OP_CLOSE, close_payload
 from .._core.keepalive import Keepalive
 from .._handshake import FrameCipher, Secret
 from .._net.hub import hub
 from .._net.writer import FrameWriter
 from .._spin import BusyPoll
-from .._transport import FrameReader
+from .._transport import FrameReader, frame_bytes
 from ..exceptions import AuthenticationError, ProtocolError
 from .endpoints import Endpoint
 from .handshake import client_handshake
@@ -47,6 +49,11 @@ class Link:
     cid: str
     functions: list[Any]  # the welcome's function descriptions
     keepalive: Keepalive  # this connection's: when to ping, when to give up
+
+    def send_close(self, code: int = NORMAL) -> None:
+        """Queue our close frame (*code*, no reason) after what is queued; once: no frame
+        goes after it."""
+        self.writer.send_last(frame_bytes(OP_CLOSE, close_payload(code, "")))
 
 
 def open_first(engine: Engine, endpoints: Sequence[Endpoint], secret: Secret, busy: BusyPoll | None) -> Link:

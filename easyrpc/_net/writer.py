@@ -86,12 +86,7 @@ class FrameWriter:
                 self._writing = True  # (after building it: a failure there leaves no writer stuck)
         if not frame:
             return self.send_many(opcode, (payload,), seal)
-        self._write_one(frame)
-        with self._lock:  # nothing queued meanwhile and all sent: done, without a queue pass
-            if not self._out and not self._unsent and not self._waited:
-                self._writing = False
-                return not self._failed
-        return self._write_queued()
+        return self._write_lone(frame)
 
     def send_many(self, opcode: int, payloads: Sequence[Message], seal: Seal | None = None) -> bool:
         """Write one frame per payload, in order, none interleaved with other frames
@@ -117,7 +112,17 @@ class FrameWriter:
                 frame = self._small_frame(opcode, sealed[0])
                 self._writing = True
         if frame:
-            self._write_one(frame)
+            return self._write_lone(frame)
+        return self._write_queued()
+
+    def _write_lone(self, frame: bytes) -> bool:
+        """(The writer, the queue empty when it began.) Write *frame*; if nothing was
+        queued meanwhile and it all went out, stop writing without a pass over the queue."""
+        self._write_one(frame)
+        with self._lock:
+            if not self._out and not self._unsent and not self._waited:
+                self._writing = False
+                return not self._failed
         return self._write_queued()
 
     def _write_one(self, frame: bytes) -> None:
